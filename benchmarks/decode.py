@@ -1,0 +1,107 @@
+"""How much decoding costs next to parsing the JSON itself.
+
+For a corpus of realistic messages (the project's JSON fixtures, plus the team's public captures
+when ../shared/dataverse-samples exists) it times, per message and in the same run:
+  - orjson.loads of the bytes (the baseline: the least any JSON consumer pays);
+  - parse_context (what the dispatcher pays before routing);
+  - full materialisation: parse_context, then every member of every context touched, parents,
+    images and every value of every entity included.
+GUID and date memos are cleared before each decode, so figures are for a cold message.
+Targets: parse <= 2.0x, materialise <= 4.0x. The last line is machine-readable.
+
+    python -m benchmarks.decode [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shared.context import Entity, EntityCollection, RemoteExecutionContext, parse_context, values
+from shared.context.execution import _FIELDS
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "dataverse-samples"
+
+
+def corpus() -> list[tuple[str, bytes]]:
+    files = sorted((ROOT / "tests" / "fixtures" / "contexts").glob("*.json"))
+    if SAMPLES.is_dir():
+        files += sorted(SAMPLES.glob("*.json"))
+    return [(path.name, path.read_bytes()) for path in files]
+
+
+def touch(value: Any) -> int:
+    """Read every value reachable from `value`; returns how many were read. Exact-type checks:
+    an ABC isinstance costs more than the decoding it would measure."""
+    kind = type(value)
+    if kind is dict:
+        return sum(touch(item) for item in value.values())
+    if kind is Entity:
+        return 1 + touch(value.attributes) + touch(value.formatted_values)
+    if kind is list or kind is tuple:
+        return sum(touch(item) for item in value)
+    if kind is EntityCollection:
+        return 1 + touch(value.entities)
+    return 1
+
+
+def materialise(body: bytes) -> int:
+    context: RemoteExecutionContext | None = parse_context(body)
+    count = 0
+    while context is not None:
+        for name in _FIELDS:
+            if name != "parent_context":
+                count += touch(getattr(context, name))
+        context = context.parent_context
+    return count
+
+
+def best_time(function: Callable[[bytes], object], body: bytes, rounds: int) -> float:
+    """Best of `rounds` batches: the least disturbed measurement on a noisy machine."""
+    batch = max(1, 20_000 // max(1, len(body) // 100))
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(batch):
+            values.clear_caches()
+            function(body)
+        best = min(best, (time.perf_counter() - start) / batch)
+    return best
+
+
+def cold_parse(body: bytes) -> object:
+    return parse_context(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    messages = corpus()
+    # The baseline also clears the memos, so both sides pay the same loop overhead.
+    totals = {"orjson": 0.0, "parse": 0.0, "materialise": 0.0}
+    print(f"{'message':48} {'bytes':>7} {'orjson us':>10} {'parse x':>8} {'full x':>7}")
+    for name, body in messages:
+        base = best_time(orjson.loads, body, args.rounds)
+        parse = best_time(cold_parse, body, args.rounds)
+        full = best_time(materialise, body, args.rounds)
+        totals["orjson"] += base
+        totals["parse"] += parse
+        totals["materialise"] += full
+        ratios = f"{parse / base:8.2f} {full / base:7.2f}"
+        print(f"{name[:48]:48} {len(body):7} {base * 1e6:10.1f} {ratios}")
+    parse_ratio = totals["parse"] / totals["orjson"]
+    materialise_ratio = totals["materialise"] / totals["orjson"]
+    print(f"corpus: {len(messages)} messages; ratios are sums of per-message times")
+    print("targets: parse <= 2.0x, materialise <= 4.0x")
+    print(f"parse_ratio={parse_ratio:.2f} materialise_ratio={materialise_ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
