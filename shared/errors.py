@@ -49,3 +49,50 @@ class InvalidMessage(PermanentError):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
+
+
+class DataverseError(Exception):
+    """A Web API call failed. `retryable` says whether the same call may succeed later (the
+    dispatcher then hands the message back to the broker); `code` is Dataverse's error code
+    (for example `0x80040217`, object does not exist)."""
+
+    def __init__(
+        self,
+        status: int | None,
+        code: str | None,
+        message: str,
+        *,
+        retryable: bool,
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.request_id = request_id
+        self.correlation_id = correlation_id
+        self.method = method
+        self.url = url
+
+    def __str__(self) -> str:
+        status = "no response" if self.status is None else f"HTTP {self.status}"
+        where = f" ({self.method} {self.url})" if self.method else ""
+        code = f" {self.code}" if self.code else ""
+        return f"{status}{code}: {self.message}{where}"
+
+
+class NotFound(DataverseError):
+    """404: the row (or table) does not exist."""
+
+
+class PreconditionFailed(DataverseError):
+    """412: an optimistic-concurrency check failed (the row changed since its etag was read) or
+    a create-only upsert met an existing row."""
+
+
+class Throttled(DataverseError):
+    """429 whose Retry-After would outlast the call's time budget: give the message back."""

@@ -1,0 +1,134 @@
+"""How well write-back uses Dataverse's budget, against the emulator with injected latency.
+
+(a) 1000 upserts through `$batch` versus one request each (sent through the same client, with
+    its concurrency limit): requests sent and the wall-time ratio.
+(b) 500 independent writes with the concurrency limit versus one at a time: the throughput
+    ratio, and how close the concurrent run comes to the ideal of `limit / latency`.
+The emulator adds `--latency` seconds to every HTTP request (a `$batch` pays it once); it does
+not model Dataverse's own execution time per operation, which a batch does not save.
+Targets: batch sends <= 1% of the requests and is >= 10x faster; concurrent writes reach >= 80%
+of the ideal. The last line is machine-readable.
+
+    python -m benchmarks.writeback [--latency 0.05] [--limit 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from shared.dataverse import DataverseClient, RetryPolicy
+from tools.emulator import DataverseEmulator
+
+
+class _StaticToken(httpx.Auth):
+    async def async_auth_flow(self, request: httpx.Request) -> Any:
+        request.headers["Authorization"] = "Bearer benchmark"
+        yield request
+
+
+def _client(emulator: DataverseEmulator, limit: int) -> DataverseClient:
+    return DataverseClient(
+        "https://contoso.crm.dynamics.com",
+        auth=_StaticToken(),
+        transport=httpx.ASGITransport(app=emulator),
+        retry=RetryPolicy(budget_seconds=600),
+        max_concurrency=limit,
+    )
+
+
+def _emulator(latency: float) -> DataverseEmulator:
+    emulator = DataverseEmulator(latency=latency)
+    emulator.add_table("contoso_reading", alternate_keys=(("contoso_key",),))
+    return emulator
+
+
+async def batch_versus_single(
+    latency: float, limit: int, count: int
+) -> tuple[float, float, int, int]:
+    rows = [({"contoso_key": f"k{n}"}, {"contoso_value": n}) for n in range(count)]
+
+    emulator = _emulator(latency)
+    async with _client(emulator, limit) as client:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(client.upsert("contoso_readings", key, record) for key, record in rows)
+        )
+        single_seconds = time.perf_counter() - started
+        single_requests = client.requests_sent
+    assert len(emulator.rows("contoso_readings")) == count
+
+    emulator = _emulator(latency)
+    async with _client(emulator, limit) as client:
+        started = time.perf_counter()
+        results = await client.upsert_many("contoso_readings", rows)
+        batch_seconds = time.perf_counter() - started
+        batch_requests = client.requests_sent
+    assert all(result.status == 204 for result in results)
+    assert len(emulator.rows("contoso_readings")) == count
+    return single_seconds, batch_seconds, single_requests, batch_requests
+
+
+async def concurrent_versus_sequential(
+    latency: float, limit: int, count: int, sequential_count: int
+) -> tuple[float, float]:
+    """Writes per second, concurrent (all at once, the client limits them) and sequential."""
+    emulator = _emulator(latency)
+    async with _client(emulator, limit) as client:
+        started = time.perf_counter()
+        for n in range(sequential_count):
+            await client.create("accounts", {"name": f"sequential {n}"})
+        sequential = sequential_count / (time.perf_counter() - started)
+        started = time.perf_counter()
+        await asyncio.gather(*(client.create("accounts", {"name": f"c{n}"}) for n in range(count)))
+        concurrent = count / (time.perf_counter() - started)
+    assert emulator.most_in_flight <= limit
+    return concurrent, sequential
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
+    parser.add_argument("--limit", type=int, default=8, help="client concurrency limit")
+    parser.add_argument("--upserts", type=int, default=1000)
+    parser.add_argument("--writes", type=int, default=500)
+    parser.add_argument("--sequential", type=int, default=60, help="writes in the sequential run")
+    args = parser.parse_args()
+
+    single_s, batch_s, single_n, batch_n = await batch_versus_single(
+        args.latency, args.limit, args.upserts
+    )
+    share = batch_n / single_n
+    speedup = single_s / batch_s
+    print(
+        f"(a) {args.upserts} upserts, {args.latency * 1000:.0f} ms per request, limit {args.limit}"
+    )
+    print(f"    one request each: {single_n:5d} requests, {single_s:6.2f} s")
+    print(f"    $batch:           {batch_n:5d} requests, {batch_s:6.2f} s")
+    print(
+        f"    requests sent: {share:.2%} of one-each; speedup {speedup:.1f}x (target <= 1%, >= 10x)"
+    )
+
+    concurrent, sequential = await concurrent_versus_sequential(
+        args.latency, args.limit, args.writes, args.sequential
+    )
+    ideal = args.limit / args.latency
+    efficiency = concurrent / ideal
+    print(f"(b) {args.writes} writes with limit {args.limit} vs {args.sequential} sequential")
+    print(f"    sequential {sequential:7.1f} writes/s; concurrent {concurrent:7.1f} writes/s")
+    print(
+        f"    ratio {concurrent / sequential:.1f}x; ideal {ideal:.0f}/s; "
+        f"efficiency {efficiency:.0%} (target >= 80%)"
+    )
+    print(
+        f"batch_request_share={share:.4f} batch_speedup={speedup:.2f} "
+        f"concurrency_efficiency={efficiency:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,66 @@
+"""Bearer tokens for the Web API from any `azure.identity.aio` credential.
+
+Tokens are cached per process and refreshed ahead of expiry, so requests rarely wait on the
+identity endpoint; a 401 refreshes once and replays the request (the token may have been
+revoked or the clock skewed). Tokens never reach logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+# Refresh this long before expiry: managed identity tokens live for hours, a call for seconds.
+REFRESH_MARGIN_SECONDS = 300.0
+
+
+class BearerTokenAuth(httpx.Auth):
+    def __init__(
+        self,
+        credential: AsyncTokenCredential,
+        scope: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._clock = clock
+        self._token: str | None = None
+        self._expires_on = 0.0
+        self._lock = asyncio.Lock()
+        self.refreshes = 0  # how many tokens were fetched: for tests and diagnostics
+
+    @staticmethod
+    def scope_for(environment_url: str) -> str:
+        """`https://contoso.crm.dynamics.com` -> `https://contoso.crm.dynamics.com/.default`."""
+        return environment_url.rstrip("/") + "/.default"
+
+    async def _bearer(self, *, force: bool = False, rejected: str | None = None) -> str:
+        async with self._lock:
+            # Another request may have refreshed while this one waited for the lock.
+            stale = self._token is None or self._clock() > self._expires_on - REFRESH_MARGIN_SECONDS
+            if stale or (force and self._token == rejected):
+                access = await self._credential.get_token(self._scope)
+                self._token = access.token
+                self._expires_on = float(access.expires_on)
+                self.refreshes += 1
+            assert self._token is not None
+            return self._token
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self._bearer()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            token = await self._bearer(force=True, rejected=token)
+            request.headers["Authorization"] = f"Bearer {token}"
+            yield request

@@ -1,0 +1,99 @@
+"""App settings, read once from the environment (Azure app settings or local.settings.json),
+and the one place that decides which credential the app uses.
+
+Every setting the code reads is named here, so the infrastructure, local.settings.json.example
+and the README can be checked against this list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+DEFAULT_WRITE_TAG = "dataverse-event-consumers"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; raised at start-up, before any message is taken."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Dataverse environment URL, e.g. https://contoso.crm.dynamics.com
+    dataverse_url: str | None = None
+    # Value of the Web API `tag` parameter on our writes; it comes back in SharedVariables["tag"]
+    # of the events our own writes raise, which is how the loop guard recognises them.
+    write_tag: str = DEFAULT_WRITE_TAG
+    # Longest a single Web API call may take, retries and Retry-After waits included. Keep it
+    # well under the Service Bus lock duration so a throttled write gives the message back.
+    call_budget_seconds: float = 45.0
+    # Web API requests in flight per process. Every instance shares one app user's limit of 52.
+    max_concurrency: int = 8
+    # Client id of a user-assigned managed identity; empty means the system-assigned identity.
+    managed_identity_client_id: str | None = None
+    # True in Azure (the Functions host sets WEBSITE_INSTANCE_ID there).
+    in_azure: bool = False
+    # Organizations whose events are accepted (ids, unique names or host names).
+    allowed_organizations: frozenset[str] = field(default_factory=frozenset)
+    # Entra object id of the app user our writes run as; its events are skipped as our own.
+    app_user_object_id: str | None = None
+    # Log attribute values (off: logs carry identifiers only).
+    log_attribute_values: bool = False
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            found = env.get(name, "").strip()
+            return found or None
+
+        def number(name: str, default: float) -> float:
+            found = text(name)
+            if found is None:
+                return default
+            try:
+                value = float(found)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, got {found!r}") from None
+            if value <= 0:
+                raise SettingsError(f"{name} must be positive, got {found!r}")
+            return value
+
+        url = text("DATAVERSE_URL")
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise SettingsError(f"DATAVERSE_URL must be an https:// URL, got {url!r}")
+        organizations = text("ALLOWED_ORGANIZATIONS") or ""
+        return cls(
+            dataverse_url=None if url is None else url.rstrip("/"),
+            write_tag=text("DATAVERSE_WRITE_TAG") or DEFAULT_WRITE_TAG,
+            call_budget_seconds=number("DATAVERSE_CALL_BUDGET_SECONDS", 45.0),
+            max_concurrency=int(number("DATAVERSE_MAX_CONCURRENCY", 8)),
+            managed_identity_client_id=text("AZURE_CLIENT_ID"),
+            in_azure=text("WEBSITE_INSTANCE_ID") is not None,
+            allowed_organizations=frozenset(
+                part.strip().lower() for part in organizations.split(",") if part.strip()
+            ),
+            app_user_object_id=(text("APP_USER_OBJECT_ID") or "").lower() or None,
+            log_attribute_values=(text("LOG_ATTRIBUTE_VALUES") or "").lower()
+            in ("1", "true", "yes"),
+        )
+
+
+def make_credential(settings: Settings) -> AsyncTokenCredential:
+    """Managed identity in Azure (user-assigned when AZURE_CLIENT_ID is set); the developer
+    credential chain (Azure CLI, VS Code, environment...) on a developer's machine."""
+    if settings.in_azure:
+        from azure.identity.aio import ManagedIdentityCredential
+
+        if settings.managed_identity_client_id:
+            return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
+        return ManagedIdentityCredential()
+    from azure.identity.aio import DefaultAzureCredential
+
+    return DefaultAzureCredential(exclude_managed_identity_credential=True)

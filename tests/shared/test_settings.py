@@ -1,0 +1,81 @@
+"""Settings from the environment, and the credential chosen for each place the app runs."""
+
+from __future__ import annotations
+
+import pytest
+from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+from shared.dataverse import create_client
+from shared.settings import DEFAULT_WRITE_TAG, Settings, SettingsError, make_credential
+
+
+def test_defaults() -> None:
+    settings = Settings.from_environment({})
+    assert settings.dataverse_url is None
+    assert settings.write_tag == DEFAULT_WRITE_TAG
+    assert settings.max_concurrency < 52  # well under the per-user concurrency limit
+    assert settings.in_azure is False
+
+
+def test_values_are_read_and_normalised() -> None:
+    settings = Settings.from_environment(
+        {
+            "DATAVERSE_URL": "https://contoso.crm.dynamics.com/",
+            "DATAVERSE_WRITE_TAG": "contoso-sync",
+            "DATAVERSE_CALL_BUDGET_SECONDS": "20",
+            "DATAVERSE_MAX_CONCURRENCY": "4",
+            "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+            "WEBSITE_INSTANCE_ID": "abc",
+            "ALLOWED_ORGANIZATIONS": (
+                "Contoso.crm.dynamics.com, 0f000000-0000-4000-8000-0000000000aa"
+            ),
+            "LOG_ATTRIBUTE_VALUES": "true",
+        }
+    )
+    assert settings.dataverse_url == "https://contoso.crm.dynamics.com"
+    assert settings.write_tag == "contoso-sync"
+    assert settings.call_budget_seconds == 20
+    assert settings.max_concurrency == 4
+    assert settings.in_azure
+    assert settings.allowed_organizations == {
+        "contoso.crm.dynamics.com",
+        "0f000000-0000-4000-8000-0000000000aa",
+    }
+    assert settings.log_attribute_values
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATAVERSE_URL", "contoso.crm.dynamics.com"),
+        ("DATAVERSE_CALL_BUDGET_SECONDS", "soon"),
+        ("DATAVERSE_MAX_CONCURRENCY", "-1"),
+    ],
+)
+def test_malformed_settings_are_refused(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_environment({name: value})
+
+
+async def test_managed_identity_in_azure_and_developer_credentials_locally() -> None:
+    user_assigned = make_credential(
+        Settings(in_azure=True, managed_identity_client_id="11111111-2222-3333-4444-555555555555")
+    )
+    system_assigned = make_credential(Settings(in_azure=True))
+    local = make_credential(Settings(in_azure=False))
+    assert isinstance(user_assigned, ManagedIdentityCredential)
+    assert isinstance(system_assigned, ManagedIdentityCredential)
+    assert isinstance(local, DefaultAzureCredential)
+    for credential in (user_assigned, system_assigned, local):
+        await credential.close()
+
+
+async def test_client_from_settings() -> None:
+    with pytest.raises(SettingsError, match="DATAVERSE_URL"):
+        create_client(Settings())
+    client = create_client(
+        Settings(dataverse_url="https://contoso.crm.dynamics.com", write_tag="t", max_concurrency=3)
+    )
+    assert client.api_url == "https://contoso.crm.dynamics.com/api/data/v9.2/"
+    assert client.options.tag == "t"
+    await client.aclose()
