@@ -1,5 +1,83 @@
-"""The Azure Functions app: trigger functions only; decisions live in shared.dispatch."""
+"""The Azure Functions app: trigger functions that turn transport messages into events and
+outcomes into settlement. Every decision is made in shared.dispatch.
+
+Which triggers exist depends on the app settings: DATAVERSE_QUEUE_NAME (Service Bus queue),
+DATAVERSE_TOPIC_NAME + DATAVERSE_SUBSCRIPTION_NAME (topic subscription), DATAVERSE_EVENT_HUB_NAME
+(Event Hub); a trigger without its setting is not registered.
+"""
+
+from __future__ import annotations
+
+import logging
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
 
+from shared import observability
+from shared.app import build
+from shared.eventhub import process_batch
+from shared.servicebus import handle_message
+
+observability.install()
+runtime = build()
+settings = runtime.settings
 app = func.FunctionApp()
+logger = logging.getLogger("dataverse.app")
+
+if settings.queue_name:
+
+    @app.function_name("dataverse_queue")
+    @app.service_bus_queue_trigger(
+        arg_name="message",
+        queue_name="%DATAVERSE_QUEUE_NAME%",
+        connection="ServiceBusConnection",
+        auto_complete_messages=False,
+    )
+    async def dataverse_queue(
+        message: servicebus.ServiceBusReceivedMessage,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await handle_message(runtime.dispatcher, message, message_actions)
+
+
+if settings.topic_name and settings.subscription_name:
+
+    @app.function_name("dataverse_topic")
+    @app.service_bus_topic_trigger(
+        arg_name="message",
+        topic_name="%DATAVERSE_TOPIC_NAME%",
+        subscription_name="%DATAVERSE_SUBSCRIPTION_NAME%",
+        connection="ServiceBusConnection",
+        auto_complete_messages=False,
+    )
+    async def dataverse_topic(
+        message: servicebus.ServiceBusReceivedMessage,
+        message_actions: servicebus.ServiceBusMessageActions,
+    ) -> None:
+        await handle_message(runtime.dispatcher, message, message_actions)
+
+
+if settings.event_hub_name:
+
+    @app.function_name("dataverse_event_hub")
+    @app.retry(
+        strategy="exponential_backoff",
+        max_retry_count="5",
+        minimum_interval="00:00:05",
+        maximum_interval="00:05:00",
+    )
+    @app.event_hub_message_trigger(
+        arg_name="events",
+        event_hub_name="%DATAVERSE_EVENT_HUB_NAME%",
+        connection="EventHubConnection",
+        cardinality="many",
+        consumer_group="%DATAVERSE_EVENT_HUB_CONSUMER_GROUP%",
+        data_type="binary",  # bodies as sent, never re-encoded as text
+    )
+    async def dataverse_event_hub(events: list[func.EventHubEvent], context: func.Context) -> None:
+        batch, partition = runtime.event_hub_batch(events)
+        retry = context.retry_context
+        final = retry is None or retry.retry_count >= retry.max_retry_count
+        await process_batch(
+            runtime.dispatcher, batch, runtime.poison, partition=partition, final_attempt=final
+        )

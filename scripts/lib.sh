@@ -24,10 +24,11 @@ ensure_azurite() {
     return 0
   fi
   if [ ! -x node_modules/.bin/azurite ]; then
-    npm install --silent --no-audit --no-fund
+    npm ci --silent --no-audit --no-fund
   fi
   mkdir -p .azurite
-  node_modules/.bin/azurite --silent --inMemoryPersistence --disableTelemetry \
+  # --skipApiVersionCheck: the Azure SDKs move to new storage API versions before Azurite does.
+  node_modules/.bin/azurite --silent --inMemoryPersistence --disableTelemetry --skipApiVersionCheck \
     --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 \
     > .azurite/azurite.log 2>&1 &
   AZURITE_PID=$!

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 from shared.context import RemoteExecutionContext, parse_context
+from shared.lazy import cached
 
 _CLAIMS = "http://schemas.microsoft.com/xrm/2011/claims/"
 TRUNCATED_PROPERTY = "messagemaxsizeexceeded"
@@ -52,7 +52,7 @@ class DataverseEvent:
     position: str | None = None
     partition_key: str | None = None
 
-    @cached_property
+    @cached
     def _folded(self) -> dict[str, Any]:
         return {key.lower(): item for key, item in self.properties.items()}
 
@@ -60,7 +60,7 @@ class DataverseEvent:
         """An application property by name in any letter case (senders and SDKs differ)."""
         return self._folded.get(name.lower())
 
-    @cached_property
+    @cached
     def claims(self) -> DataverseClaims:
         def claim(name: str) -> str | None:
             found = self._folded.get(_CLAIMS + name)
@@ -81,7 +81,7 @@ class DataverseEvent:
         `context.target` is None and handlers must re-read the row."""
         return TRUNCATED_PROPERTY in self._folded
 
-    @cached_property
+    @cached
     def context(self) -> RemoteExecutionContext:
         """The decoded body; raises `InvalidMessage` if it is not a readable context."""
         return parse_context(self.body, self.content_type)

@@ -33,7 +33,7 @@ class Settings:
     # well under the Service Bus lock duration so a throttled write gives the message back.
     call_budget_seconds: float = 45.0
     # Web API requests in flight per process. Every instance shares one app user's limit of 52.
-    max_concurrency: int = 8
+    max_concurrency: int = 16
     # Client id of a user-assigned managed identity; empty means the system-assigned identity.
     managed_identity_client_id: str | None = None
     # True in Azure (the Functions host sets WEBSITE_INSTANCE_ID there).
@@ -44,6 +44,17 @@ class Settings:
     app_user_object_id: str | None = None
     # Log attribute values (off: logs carry identifiers only).
     log_attribute_values: bool = False
+    # The app's storage account: a connection string (Azurite locally: UseDevelopmentStorage=true)
+    # or, identity-based in Azure, the account name (AzureWebJobsStorage__accountName).
+    storage_connection_string: str | None = None
+    storage_account_name: str | None = None
+    # Blob container for Event Hubs events that could not be processed.
+    poison_container: str = "dataverse-poison"
+    # Trigger entities; a trigger whose setting is empty is not registered.
+    queue_name: str | None = None
+    topic_name: str | None = None
+    subscription_name: str | None = None
+    event_hub_name: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,7 +84,7 @@ class Settings:
             dataverse_url=None if url is None else url.rstrip("/"),
             write_tag=text("DATAVERSE_WRITE_TAG") or DEFAULT_WRITE_TAG,
             call_budget_seconds=number("DATAVERSE_CALL_BUDGET_SECONDS", 45.0),
-            max_concurrency=int(number("DATAVERSE_MAX_CONCURRENCY", 8)),
+            max_concurrency=int(number("DATAVERSE_MAX_CONCURRENCY", 16)),
             managed_identity_client_id=text("AZURE_CLIENT_ID"),
             in_azure=text("WEBSITE_INSTANCE_ID") is not None,
             allowed_organizations=frozenset(
@@ -82,7 +93,20 @@ class Settings:
             app_user_object_id=(text("APP_USER_OBJECT_ID") or "").lower() or None,
             log_attribute_values=(text("LOG_ATTRIBUTE_VALUES") or "").lower()
             in ("1", "true", "yes"),
+            storage_connection_string=_connection_string(text("AzureWebJobsStorage")),
+            storage_account_name=text("AzureWebJobsStorage__accountName"),
+            poison_container=text("POISON_CONTAINER") or "dataverse-poison",
+            queue_name=text("DATAVERSE_QUEUE_NAME"),
+            topic_name=text("DATAVERSE_TOPIC_NAME"),
+            subscription_name=text("DATAVERSE_SUBSCRIPTION_NAME"),
+            event_hub_name=text("DATAVERSE_EVENT_HUB_NAME"),
         )
+
+
+def _connection_string(value: str | None) -> str | None:
+    # AzureWebJobsStorage holds a connection string; identity-based apps leave it empty and
+    # set AzureWebJobsStorage__accountName instead.
+    return value if value and "=" in value else None
 
 
 def make_credential(settings: Settings) -> AsyncTokenCredential:

@@ -21,3 +21,28 @@ def _cold_decoder_caches() -> None:
     from shared.context import values
 
     values.clear_caches()
+
+
+AZURITE = "UseDevelopmentStorage=true"
+
+
+def _azurite_listening() -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", 10000)) == 0
+
+
+@pytest.fixture(scope="session")
+def azurite() -> str:
+    """The Azurite connection string. scripts/test and .ci/run start Azurite; without it these
+    tests skip on a developer's machine and fail in CI, where skipping would hide them."""
+    import os
+
+    if not _azurite_listening():
+        message = "Azurite is not listening on 127.0.0.1:10000 (scripts/test starts it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return AZURITE

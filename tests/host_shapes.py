@@ -4,11 +4,19 @@ converters of `azure.functions`, so tests see exactly what a trigger function re
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
+from uuid import UUID, uuid4
 
-from azure.functions import meta
+import azurefunctions.extensions.base as base
+import azurefunctions.extensions.bindings.servicebus as sdk
+import uamqp
+from azure.functions import EventHubEvent, meta
+from azure.functions.eventhub import EventHubTriggerConverter
 from azure.functions.servicebus import ServiceBusMessage, ServiceBusMessageInConverter
+from azure.servicebus import ServiceBusReceivedMessage
+from azurefunctions.extensions.bindings.servicebus import ServiceBusConverter
 
 
 def classic_service_bus_message(
@@ -37,3 +45,116 @@ def classic_service_bus_message(
     )
     assert isinstance(message, ServiceBusMessage)
     return message
+
+
+def sdk_service_bus_message(
+    body: bytes,
+    *,
+    properties: Mapping[str, Any],
+    content_type: str | None = "application/json",
+    message_id: str = "message-1",
+    delivery_count: int = 1,
+    lock_token: UUID | None = None,
+) -> ServiceBusReceivedMessage:
+    """A single-message invocation of the SDK-type binding: the host sends `model_binding_data`
+    whose content is the lock token (16 bytes, little-endian GUID), the marker
+    `x-opt-lock-token`, then the AMQP-encoded message; the extension's converter turns it into
+    `azure.servicebus.ServiceBusReceivedMessage`."""
+    header = uamqp.message.MessageHeader()
+    header.delivery_count = delivery_count
+    amqp = uamqp.Message(
+        body,
+        properties=uamqp.message.MessageProperties(
+            message_id=message_id, content_type=content_type
+        ),
+        application_properties=dict(properties),
+        header=header,
+        annotations={b"x-opt-sequence-number": 42, b"x-opt-enqueued-time": 1735689600000},
+    )
+    token = lock_token or uuid4()
+    content = token.bytes_le + b"x-opt-lock-token" + amqp.encode_message()
+    binding_data = SimpleNamespace(
+        version="1.0",
+        source="AzureServiceBusReceivedMessage",
+        content_type="application/octet-stream",
+        content=content,
+    )
+    message = ServiceBusConverter.decode(
+        base.Datum(binding_data, "model_binding_data"),
+        trigger_metadata={},
+        pytype=sdk.ServiceBusReceivedMessage,
+    )
+    assert isinstance(message, ServiceBusReceivedMessage)
+    return message
+
+
+def event_hub_events(
+    bodies: Sequence[bytes],
+    *,
+    properties: Sequence[Mapping[str, Any]],
+    partition: str = "0",
+    first_sequence: int = 100,
+) -> list[EventHubEvent]:
+    """A `cardinality="many"` Event Hubs invocation with `dataType: binary`: the bodies as
+    `collection_bytes`, per-event system and application properties as arrays in the trigger
+    metadata, and the partition context."""
+    system = [
+        {
+            "SequenceNumber": first_sequence + index,
+            "Offset": str(4096 * (first_sequence + index)),
+            "PartitionKey": None,
+            "EnqueuedTimeUtc": "2025-01-01T00:00:00Z",
+        }
+        for index in range(len(bodies))
+    ]
+    metadata = {
+        "SystemPropertiesArray": meta.Datum(json.dumps(system), "json"),
+        "PropertiesArray": meta.Datum(json.dumps([dict(p) for p in properties]), "json"),
+        "PartitionContext": meta.Datum(
+            json.dumps(
+                {"ConsumerGroup": "$Default", "EventHubName": "h", "PartitionId": partition}
+            ),
+            "json",
+        ),
+    }
+    data = meta.Datum(SimpleNamespace(bytes=list(bodies)), "collection_bytes")
+    events = EventHubTriggerConverter.decode(data, trigger_metadata=metadata)
+    assert isinstance(events, list)
+    return events
+
+
+class RecordingActions:
+    """Stands in for `ServiceBusMessageActions` (whose calls go over gRPC to the host): it
+    records each settlement and can be told to fail."""
+
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.calls: list[tuple[str, Any, dict[str, Any]]] = []
+        self.fail_with = fail_with
+
+    def _record(self, name: str, message: Any, **details: Any) -> None:
+        self.calls.append((name, message, details))
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def complete(self, message: Any) -> None:
+        self._record("complete", message)
+
+    def abandon(self, message: Any) -> None:
+        self._record("abandon", message)
+
+    def deadletter(
+        self,
+        message: Any,
+        deadletter_reason: str | None = None,
+        deadletter_error_description: str | None = None,
+    ) -> None:
+        self._record(
+            "deadletter",
+            message,
+            reason=deadletter_reason,
+            description=deadletter_error_description,
+        )
+
+    @property
+    def settlements(self) -> list[str]:
+        return [name for name, _, _ in self.calls]

@@ -1,52 +1,156 @@
-"""Decode example messages and print what each one holds.
+"""Replay Dataverse messages through the real dispatcher and handlers.
 
-    python -m tools.replay [FILES...]
+    python -m tools.replay [FILES...] [--twice] [--verbose]
+    python -m tools.replay FILES... --dataverse-url https://contoso.crm.dynamics.com
 
-Without files it takes the bundled examples in tests/fixtures/contexts. For each message it
-prints the format, the routing header and the Target's columns (names only: values stay out of
-output by default), or the classified error for a body that is not a readable context.
+Without files it replays the bundled example messages (tests/fixtures/contexts: JSON, XML and
+.NET binary bodies). By default the handlers write to an embedded Dataverse emulator, seeded
+with the rows the messages are about; with --dataverse-url they write to a real environment
+with your developer credentials (Azure CLI, VS Code...). For each message it prints the outcome,
+the handlers that ran and the Web API calls they made. --twice delivers every message again, as
+a broker redelivery would, to show that nothing is applied twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from shared.context import Entity, EntityReference, message_format, parse_context
+import httpx
+
+from shared.app import build
+from shared.context import message_format
+from shared.dataverse import DataverseClient, create_client
+from shared.dispatch import Completed, Outcome, Retry, Skipped
 from shared.errors import InvalidMessage
+from shared.events import DataverseEvent
+from shared.settings import Settings
+from tools.emulator import DataverseEmulator
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "contexts"
+EXAMPLE_ORGANIZATION = "0f000000-0000-4000-8000-0000000000aa"
+_CONTENT_TYPES = {
+    "json": "application/json",
+    "xml": "application/xml",
+    "binary": "application/msbin1",
+}
 
 
-def describe(path: Path) -> str:
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """Notes every Web API call on its way to the real transport."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        path = request.url.path.split("/api/data/v9.2/", 1)[-1]
+        query = f"?{request.url.query.decode()}" if request.url.query else ""
+        self.calls.append(f"{request.method} {path}{query} -> {response.status_code}")
+        return response
+
+
+class _AnyToken(httpx.Auth):
+    async def async_auth_flow(self, request: httpx.Request) -> Any:
+        request.headers["Authorization"] = "Bearer replay"
+        yield request
+
+
+def describe(outcome: Outcome) -> str:
+    if isinstance(outcome, Completed):
+        return "Completed: " + (", ".join(outcome.handlers) or "no handler for this event")
+    if isinstance(outcome, Skipped):
+        return f"Skipped ({outcome.reason}): {outcome.detail}"
+    if isinstance(outcome, Retry):
+        return f"Retry ({outcome.reason}): {outcome.detail}"
+    return f"DeadLetter ({outcome.reason}): {outcome.description}"
+
+
+def event_for(path: Path, message_id: str) -> DataverseEvent:
     body = path.read_bytes()
     try:
-        context = parse_context(body).validate()
-    except InvalidMessage as error:
-        return f"{path.name}: dead-letter {error.reason}: {error.message}"
-    target = context.target
-    if isinstance(target, Entity):
-        shown = f"Entity {target.logical_name} columns {sorted(target.attributes)}"
-    elif isinstance(target, EntityReference):
-        shown = f"EntityReference {target.logical_name}({target.id})"
+        content_type = _CONTENT_TYPES[message_format(body)]
+    except InvalidMessage:
+        content_type = None
+    return DataverseEvent(body=body, content_type=content_type, message_id=message_id)
+
+
+async def seed(
+    client: DataverseClient, emulator: DataverseEmulator, events: Sequence[DataverseEvent]
+) -> None:
+    """Create the rows the messages are about, as they would exist in Dataverse."""
+    sets = {table.logical_name: table.entity_set for table in emulator.tables.values()}
+    for event in events:
+        try:
+            context = event.context
+        except InvalidMessage:
+            continue
+        entity_set = sets.get(context.primary_entity_name)
+        if entity_set and context.primary_entity_id.int:
+            await client.upsert(entity_set, context.primary_entity_id, {}, options=None)
+
+
+async def replay(files: Sequence[Path], *, twice: bool, dataverse_url: str | None) -> int:
+    events = [event_for(path, f"replay-{index}") for index, path in enumerate(files, 1)]
+    if dataverse_url:
+        settings = Settings.from_environment()
+        settings = Settings(
+            dataverse_url=dataverse_url,
+            allowed_organizations=settings.allowed_organizations,
+            write_tag=settings.write_tag,
+        )
+        recorder = RecordingTransport(httpx.AsyncHTTPTransport())
+        client = create_client(settings, transport=recorder)
     else:
-        shown = "no Target"
-    return (
-        f"{path.name}: {message_format(body)} {context.message_name} of "
-        f"{context.primary_entity_name} ({context.primary_entity_id}) stage {context.stage}, "
-        f"operation {context.operation_id}; {shown}"
+        settings = Settings(allowed_organizations=frozenset({EXAMPLE_ORGANIZATION}))
+        emulator = DataverseEmulator()
+        recorder = RecordingTransport(httpx.ASGITransport(app=emulator))
+        client = DataverseClient(
+            "https://contoso.crm.dynamics.com", auth=_AnyToken(), transport=recorder
+        )
+        await seed(client, emulator, events)
+        recorder.calls.clear()
+    runtime = build(settings, dataverse=client)
+    print(
+        f"{len(runtime.router.routes)} handler routes; writing to "
+        f"{dataverse_url or 'the embedded Dataverse emulator'}\n"
     )
+    counts: dict[str, int] = {}
+    rounds = [("", events)] + ([(" (delivered again)", events)] if twice else [])
+    for label, batch in rounds:
+        for path, event in zip(files, batch, strict=True):
+            recorder.calls.clear()
+            outcome = await runtime.dispatcher.process(event)
+            counts[type(outcome).__name__] = counts.get(type(outcome).__name__, 0) + 1
+            print(f"{path.name}{label}")
+            print(f"  outcome  {describe(outcome)}")
+            for call in recorder.calls:
+                print(f"  web api  {call}")
+    await client.aclose()
+    summary = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+    print(f"\n{sum(counts.values())} deliveries: {summary}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Decode Dataverse messages and describe them.")
-    parser.add_argument("files", nargs="*", type=Path)
+    parser = argparse.ArgumentParser(description="Replay Dataverse messages through the handlers.")
+    parser.add_argument("files", nargs="*", type=Path, help="message bodies (default: examples)")
+    parser.add_argument("--twice", action="store_true", help="deliver every message twice")
+    parser.add_argument("--dataverse-url", help="write to this environment instead of the emulator")
+    parser.add_argument("--verbose", action="store_true", help="show the handlers' log lines")
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="    log  %(levelname)s %(name)s: %(message)s",
+    )
     files = args.files or sorted(EXAMPLES.glob("*"))
-    for path in files:
-        print(describe(path))
-    return 0
+    return asyncio.run(replay(files, twice=args.twice, dataverse_url=args.dataverse_url))
 
 
 if __name__ == "__main__":

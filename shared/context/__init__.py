@@ -86,7 +86,10 @@ def _sniff(body: bytes) -> str:
 
 def parse_context(body: bytes | str, content_type: str | None = None) -> RemoteExecutionContext:
     """Decode a message body posted by a Dataverse service endpoint."""
-    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if type(body) is bytes:
+        data = body
+    else:
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     if not data[:256].strip(_WHITESPACE) and not data.strip(_WHITESPACE):
         raise InvalidMessage("EmptyBody", "the message body is empty")
     kind = message_format(data, content_type)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
 from shared.errors import InvalidMessage
+from shared.lazy import cached
 
 from . import values
 from .types import Entity, EntityReference
@@ -129,7 +129,7 @@ class RemoteExecutionContext:
     ) -> None:
         """`tree` is a reader's neutral tree. `resolve`, when given, returns the tree to read
         collections from (the JSON reader's exact-decimal tree, computed only if needed)."""
-        if not isinstance(tree, Mapping):
+        if type(tree) is not dict and not isinstance(tree, Mapping):
             raise InvalidMessage(
                 "NotAnExecutionContext",
                 f"expected an object with the context's members, got {type(tree).__name__}",
@@ -147,6 +147,11 @@ class RemoteExecutionContext:
         self._members = tree
         self._resolve = resolve
         self._parents = parents
+
+    def raw(self, member: str) -> Any:
+        """A header member as sent, not decoded (`context.raw("OperationId")` is the GUID's
+        text): for logs and keys, where decoding would cost more than it gives."""
+        return self._header.get(member)
 
     # --- collections, decoded on first access ------------------------------------------------
 
@@ -173,27 +178,27 @@ class RemoteExecutionContext:
                 "InvalidValue", f"{member} cannot be read: {type(error).__name__} {error}"
             ) from None
 
-    @cached_property
+    @cached
     def input_parameters(self) -> Mapping[str, Any]:
         return self._decode("InputParameters", values.pairs)  # type: ignore[no-any-return]
 
-    @cached_property
+    @cached
     def output_parameters(self) -> Mapping[str, Any]:
         return self._decode("OutputParameters", values.pairs)  # type: ignore[no-any-return]
 
-    @cached_property
+    @cached
     def shared_variables(self) -> Mapping[str, Any]:
         return self._decode("SharedVariables", values.pairs)  # type: ignore[no-any-return]
 
-    @cached_property
+    @cached
     def pre_entity_images(self) -> Mapping[str, Entity]:
         return self._decode("PreEntityImages", _images)  # type: ignore[no-any-return]
 
-    @cached_property
+    @cached
     def post_entity_images(self) -> Mapping[str, Entity]:
         return self._decode("PostEntityImages", _images)  # type: ignore[no-any-return]
 
-    @cached_property
+    @cached
     def parent_context(self) -> RemoteExecutionContext | None:
         raw = self._header.get("ParentContext")
         if raw is None or raw == "":

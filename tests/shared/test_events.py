@@ -93,3 +93,19 @@ def test_sdk_style_body_sections_are_joined() -> None:
     assert event.body == b'{"a":1}'
     assert event.content_type == "application/json"
     assert event.properties == {"k": "v"}
+
+
+def test_attribute_values_are_logged_only_when_allowed(caplog) -> None:
+    import logging
+
+    from shared import observability
+
+    with caplog.at_level(logging.INFO, logger="dataverse"):
+        observability.allow_values(False)
+        observability.log_values("target", {"name": "Northwind", "revenue": 1})
+        observability.allow_values(True)
+        observability.log_values("target", {"name": "Northwind"})
+        observability.allow_values(False)
+    hidden, shown = (record.getMessage() for record in caplog.records)
+    assert hidden == "target: columns ['name', 'revenue'] (values hidden)"
+    assert "Northwind" in shown

@@ -1,0 +1,298 @@
+"""`Dispatcher.process(event) -> Outcome`: the one place where decisions are made.
+
+    decode        unreadable body                         -> DeadLetter(<InvalidMessage reason>)
+    origin        organization not in the allow-list      -> DeadLetter("UnknownOrganization")
+    loop guard    our own tagged write, or our app user   -> Skipped("OwnChange")
+    route         no handler for table/message/stage      -> Completed (logged)
+    per handler   claimed and completed already           -> (skipped: "Duplicate")
+                  claimed by another delivery             -> Retry("InProgress")
+                  ok                                      -> Completed
+                  TransientError, retryable Dataverse errors, timeouts, unknown bugs -> Retry
+                  PermanentError, other Dataverse 4xx, InvalidMessage                -> DeadLetter
+
+Triggers only translate: a transport message into a `DataverseEvent`, an `Outcome` into
+settlement. Handlers run in registration order; the first failure stops the event, and a
+redelivery runs only the handlers that did not complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from shared.context import RemoteExecutionContext
+from shared.dataverse import DataverseClient
+from shared.errors import DataverseError, InvalidMessage, PermanentError, TransientError
+from shared.events import DataverseEvent
+from shared.idempotency import (
+    ClaimState,
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    LostClaim,
+    event_key,
+)
+from shared.observability import SCOPE, EventScope
+from shared.routing import Route, Router
+from shared.settings import Settings, SettingsError
+
+logger = logging.getLogger("dataverse.dispatch")
+
+# Service Bus keeps dead-letter descriptions to 4096 characters; keep them readable anyway.
+MAX_DESCRIPTION = 1024
+
+
+@dataclass(frozen=True)
+class Completed:
+    handlers: tuple[str, ...] = ()  # the handlers that ran (not those skipped as duplicates)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    description: str
+
+
+Outcome: TypeAlias = Completed | Skipped | Retry | DeadLetter
+
+
+@dataclass
+class DispatchStats:
+    """Counters for the health of one process; read by tests and benchmarks."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    handler_runs: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        name = type(outcome).__name__
+        self.outcomes[name] = self.outcomes.get(name, 0) + 1
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        router: Router,
+        dataverse: DataverseClient | Callable[[], DataverseClient],
+        settings: Settings,
+        *,
+        idempotency: IdempotencyStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`dataverse` may be a factory: the client is built on the first event that needs
+        one, so indexing and tests without DATAVERSE_URL still work."""
+        if not settings.allowed_organizations:
+            if settings.in_azure:
+                raise SettingsError(
+                    "ALLOWED_ORGANIZATIONS is empty: in Azure the app accepts events only from "
+                    "organizations it names (ids, unique names or host names, comma separated)"
+                )
+            logger.warning(
+                "ALLOWED_ORGANIZATIONS is empty: accepting events from any organization "
+                "(allowed only outside Azure)"
+            )
+        self.router = router
+        self.settings = settings
+        self.idempotency: IdempotencyStore = idempotency or InMemoryIdempotencyStore()
+        self.stats = DispatchStats()
+        self._dataverse = dataverse
+        self._clock = clock
+
+    @property
+    def dataverse(self) -> DataverseClient:
+        if not isinstance(self._dataverse, DataverseClient):
+            self._dataverse = self._dataverse()
+        return self._dataverse
+
+    async def process(self, event: DataverseEvent) -> Outcome:
+        scope = EventScope(event.message_id)
+        token = SCOPE.set(scope)
+        try:
+            decided = self._admit(event, scope)
+            if isinstance(decided, tuple):
+                outcome = await self._run(event, *decided, scope)
+            else:
+                outcome = decided
+        finally:
+            SCOPE.reset(token)
+        self.stats.count(outcome)
+        return outcome
+
+    def _admit(
+        self, event: DataverseEvent, scope: EventScope
+    ) -> Outcome | tuple[RemoteExecutionContext, tuple[Route, ...]]:
+        """Decode, guard and route: the outcome when no handler is to run, else the context
+        and its routes. Synchronous on purpose: most events of a busy queue end here."""
+        try:
+            context = event.context
+            routes = self.router.match(context)
+            scope.context = context
+            refused = self._check_origin(event, context) or self._check_loop(context)
+        except InvalidMessage as error:
+            logger.warning("dead-lettering an unreadable message: %s", error.reason)
+            return DeadLetter(error.reason, _clip(error.message))
+        if refused is not None:
+            logger.info("event %s: %s", type(refused).__name__.lower(), refused.reason)
+            return refused
+        if not routes:
+            logger.info(
+                "no handler for %s of %s", context.message_name, context.primary_entity_name
+            )
+            return Completed()
+        return context, routes
+
+    # --- guards -----------------------------------------------------------------------------------
+
+    def _check_origin(
+        self, event: DataverseEvent, context: RemoteExecutionContext
+    ) -> DeadLetter | None:
+        allowed = self.settings.allowed_organizations
+        if not allowed:
+            return None
+        if str(context.raw("OrganizationId") or "").lower() in allowed:
+            return None
+        if context.organization_name.lower() in allowed:
+            return None
+        claimed = event.claims.organization
+        if claimed and _host(claimed) in allowed:
+            return None
+        return DeadLetter(
+            "UnknownOrganization",
+            _clip(
+                f"organization {context.organization_name!r} ({context.organization_id}, claim "
+                f"{claimed!r}) is not in ALLOWED_ORGANIZATIONS; if it is yours, add it there, "
+                "otherwise find who registered a service endpoint to this queue"
+            ),
+        )
+
+    def _check_loop(self, context: RemoteExecutionContext) -> Skipped | None:
+        tag = self.settings.write_tag
+        if tag and _carries_tag(context.raw("SharedVariables"), context.raw("ParentContext"), tag):
+            return Skipped("OwnChange", f"written by this app (tag {tag!r})")
+        app_user = self.settings.app_user_object_id
+        if app_user:
+            initiator = context.raw("InitiatingUserAzureActiveDirectoryObjectId")
+            if isinstance(initiator, str) and initiator.lower() == app_user:
+                return Skipped("OwnChange", "initiated by this app's application user")
+        return None
+
+    # --- handlers --------------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        event: DataverseEvent,
+        context: RemoteExecutionContext,
+        routes: tuple[Route, ...],
+        scope: EventScope,
+    ) -> Outcome:
+        ran: list[str] = []
+        applicable = 0
+        try:
+            key = event_key(event)
+        except InvalidMessage as error:
+            return DeadLetter(error.reason, _clip(error.message))
+        for route in routes:
+            scope.handler = route.name
+            try:
+                # A truncated message has no Target to filter on: its handlers re-read.
+                if not event.truncated and not route.accepts_target(context):
+                    continue
+            except InvalidMessage as error:
+                return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
+            applicable += 1
+            claim = await self.idempotency.claim(f"{key}|{route.name}")
+            if claim.state is ClaimState.COMPLETED:
+                logger.info("duplicate delivery: %s already applied", route.name)
+                continue
+            if claim.state is ClaimState.IN_PROGRESS:
+                return Retry("InProgress", f"{route.name} is running in another delivery")
+            failure = await self._call(route, event, context)
+            if failure is not None:
+                await self.idempotency.release(claim)
+                return failure
+            try:
+                await self.idempotency.complete(claim)
+            except LostClaim:
+                # Another delivery took the claim over after our lease ran out; both runs
+                # happened, which is what handlers' upserts and absolute values absorb.
+                logger.warning("lease of %s expired while it ran", route.name)
+            ran.append(route.name)
+        scope.handler = None
+        if not applicable:
+            return Skipped("NoChangedColumns", "no handler's columns are in the Target")
+        if not ran:
+            return Skipped("Duplicate", "every handler had already applied this event")
+        return Completed(tuple(ran))
+
+    async def _call(
+        self, route: Route, event: DataverseEvent, context: RemoteExecutionContext
+    ) -> Outcome | None:
+        self.stats.handler_runs += 1
+        try:
+            if route.wants_event:
+                await route.handler(context, self.dataverse, event)
+            else:
+                await route.handler(context, self.dataverse)
+        except DataverseError as error:
+            if error.retryable:
+                logger.warning("%s: Dataverse asked to retry: %s", route.name, error)
+                return Retry("DataverseUnavailable", _clip(f"{route.name}: {error}"))
+            logger.error("%s: Dataverse refused: %s", route.name, error)
+            return DeadLetter("DataverseRejected", _clip(f"{route.name}: {error}"))
+        except InvalidMessage as error:
+            return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
+        except PermanentError as error:
+            logger.error("%s gave up on the event: %s", route.name, error)
+            return DeadLetter("HandlerRejected", _clip(f"{route.name}: {error}"))
+        except TransientError as error:
+            logger.warning("%s asked for a retry: %s", route.name, error)
+            return Retry("TransientError", _clip(f"{route.name}: {error}"))
+        except TimeoutError as error:
+            return Retry("Timeout", _clip(f"{route.name}: timed out {error}"))
+        except Exception as error:
+            # An unknown bug may be transient (a race, a dependency); the broker's delivery
+            # limit turns a persistent one into a dead letter.
+            logger.exception("%s failed", route.name)
+            return Retry(
+                "HandlerError", _clip(f"{route.name} raised {type(error).__name__}: {error}")
+            )
+        return None
+
+
+def _carries_tag(shared: object, parent: object, tag: str) -> bool:
+    """Whether SharedVariables["tag"] of the context or of a parent is our tag, read from the
+    undecoded members (the tag is a plain string; decoding the rest would be wasted)."""
+    for _ in range(64):  # bounded: parents are few, a hostile body may nest many
+        if isinstance(shared, list):
+            for item in shared:
+                if isinstance(item, dict) and item.get("key") == "tag" and item.get("value") == tag:
+                    return True
+        if not isinstance(parent, dict):
+            return False
+        shared, parent = parent.get("SharedVariables"), parent.get("ParentContext")
+    return False
+
+
+def _host(organization: str) -> str:
+    """`https://contoso.crm.dynamics.com/` -> `contoso.crm.dynamics.com`."""
+    text = organization.strip().lower()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    return text.split("/", 1)[0]
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 3] + "..."

@@ -1,0 +1,126 @@
+"""Structured logging: every line of an invocation names its message, operation and handler.
+
+The dispatcher sets the fields for the event it processes; a logging filter copies them onto
+every record logged meanwhile (by this app or a handler), so they reach Application Insights as
+custom dimensions. Attribute values never go into these fields; `LOG_ATTRIBUTE_VALUES` is the
+only switch that lets handlers' own value logging through `log_values()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+FIELDS = (
+    "message_id",
+    "correlation_id",
+    "operation_id",
+    "entity",
+    "message_name",
+    "handler",
+)
+
+# Process-wide: set once from LOG_ATTRIBUTE_VALUES (a context variable set at import would not
+# reach the worker's event-loop thread).
+_values_allowed = False
+
+logger = logging.getLogger("dataverse")
+
+
+class EventScope:
+    """What the log lines of one event name. The dispatcher fills it as it learns more (the
+    context once decoded, the handler while it runs); fields are derived only when a record is
+    actually logged, so an event that logs nothing pays one context-variable switch."""
+
+    __slots__ = ("context", "handler", "message_id")
+
+    def __init__(self, message_id: str | None) -> None:
+        self.message_id = message_id
+        self.context: Any = None
+        self.handler: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        found = {"message_id": self.message_id or "", "handler": self.handler or ""}
+        context = self.context
+        if context is not None:
+            found["correlation_id"] = context.raw("CorrelationId") or ""
+            found["operation_id"] = context.raw("OperationId") or ""
+            found["entity"] = context.raw("PrimaryEntityName") or ""
+            found["message_name"] = context.raw("MessageName") or ""
+        return found
+
+
+SCOPE: ContextVar[EventScope | None] = ContextVar("dataverse_event_scope", default=None)
+
+
+class _EventFields(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        scope = SCOPE.get()
+        current = scope.fields() if scope is not None else {}
+        for name in FIELDS:
+            if not hasattr(record, name):
+                setattr(record, name, str(current.get(name, "")))
+        return True
+
+
+_filter = _EventFields()
+
+
+def install() -> None:
+    """Attach the event fields to every handler of the root logger (idempotent), and start
+    OpenTelemetry export to Application Insights when its connection string is set."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if _filter not in handler.filters:
+            handler.addFilter(_filter)
+    if _filter not in logger.filters:
+        logger.addFilter(_filter)
+    _start_azure_monitor()
+
+
+_monitor_started = False
+
+
+def _start_azure_monitor() -> None:
+    global _monitor_started
+    if _monitor_started or not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        return
+    if os.environ.get("DATAVERSE_OPENTELEMETRY", "").lower() not in ("1", "true"):
+        return  # the Functions host already sends logs; export only when asked to
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    configure_azure_monitor(logger_name="dataverse")
+    _monitor_started = True
+
+
+@contextmanager
+def event_scope(message_id: str | None) -> Iterator[EventScope]:
+    """Within the block, log records carry the fields of this event's scope."""
+    scope = EventScope(message_id)
+    token = SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        SCOPE.reset(token)
+
+
+def current_fields() -> dict[str, str]:
+    scope = SCOPE.get()
+    return scope.fields() if scope is not None else {}
+
+
+def allow_values(allowed: bool) -> None:
+    global _values_allowed
+    _values_allowed = allowed
+
+
+def log_values(message: str, values: dict[str, Any]) -> None:
+    """Log attribute values only when LOG_ATTRIBUTE_VALUES is on; otherwise their names."""
+    if _values_allowed:
+        logger.info("%s: %s", message, values)
+    else:
+        logger.info("%s: columns %s (values hidden)", message, sorted(values))

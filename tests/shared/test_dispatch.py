@@ -1,0 +1,301 @@
+"""Dispatcher: every outcome, decided in one place, with the emulator behind the client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from shared.dataverse import DataverseClient
+from shared.dispatch import Completed, DeadLetter, Dispatcher, Retry, Skipped
+from shared.errors import PermanentError, TransientError
+from shared.routing import Router
+from shared.settings import DEFAULT_WRITE_TAG, Settings, SettingsError
+from tests.dataverse_doubles import FakeTime, emulated_client
+from tests.events import ORGANIZATION_ID, claims, event
+from tools.emulator import DataverseEmulator
+
+SETTINGS = Settings(allowed_organizations=frozenset({ORGANIZATION_ID}))
+
+
+@pytest.fixture
+def emulator() -> DataverseEmulator:
+    return DataverseEmulator()
+
+
+@pytest.fixture
+def time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+async def dataverse(emulator: DataverseEmulator, time: FakeTime) -> AsyncIterator[DataverseClient]:
+    async with emulated_client(emulator, time=time, budget=30) as client:
+        yield client
+
+
+class Calls:
+    """Handlers that record their runs and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+        self.failures: dict[str, Exception] = {}
+
+    async def run(self, name: str) -> None:
+        self.runs.append(name)
+        failure = self.failures.pop(name, None)
+        if failure is not None:
+            raise failure
+
+
+def recording_handler(calls: Calls, name: str) -> Any:
+    async def handler(context: Any, dataverse: Any) -> None:
+        await calls.run(name)
+
+    handler.__qualname__ = name
+    return handler
+
+
+def router_with(calls: Calls, *names: str, entity: str = "account") -> Router:
+    router = Router()
+    for name in names:
+        router.on(entity=entity, message="*")(recording_handler(calls, name))
+    return router
+
+
+def dispatcher(
+    router: Router, dataverse: DataverseClient, settings: Settings = SETTINGS
+) -> Dispatcher:
+    return Dispatcher(router, dataverse, settings)
+
+
+async def test_handlers_run_in_order_and_the_event_completes(dataverse: DataverseClient) -> None:
+    calls = Calls()
+    outcome = await dispatcher(router_with(calls, "first", "second"), dataverse).process(event())
+    assert outcome == Completed((f"{__name__}.first", f"{__name__}.second"))
+    assert calls.runs == ["first", "second"]
+
+
+async def test_an_unreadable_body_is_dead_lettered_with_its_reason(
+    dataverse: DataverseClient,
+) -> None:
+    calls = Calls()
+    outcome = await dispatcher(router_with(calls, "h"), dataverse).process(event(body=b"{not json"))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "InvalidJson"
+    assert "not valid JSON" in outcome.description
+    assert calls.runs == []
+
+
+async def test_events_of_unknown_organizations_are_dead_lettered(
+    dataverse: DataverseClient,
+) -> None:
+    calls = Calls()
+    foreign = event(
+        changes={"OrganizationId": str(uuid4()), "OrganizationName": "fabrikam"},
+        properties=claims("fabrikam.crm.dynamics.com"),
+    )
+    outcome = await dispatcher(router_with(calls, "h"), dataverse).process(foreign)
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "UnknownOrganization"
+    assert "fabrikam" in outcome.description
+    assert "ALLOWED_ORGANIZATIONS" in outcome.description
+    assert calls.runs == []
+
+
+async def test_the_allow_list_accepts_ids_names_and_hosts(dataverse: DataverseClient) -> None:
+    for allowed in ("contoso", "contoso.crm.dynamics.com", ORGANIZATION_ID):
+        settings = Settings(allowed_organizations=frozenset({allowed}))
+        outcome = await dispatcher(Router(), dataverse, settings).process(event())
+        assert outcome == Completed(), allowed
+
+
+def test_an_empty_allow_list_is_refused_in_azure_and_warned_locally(
+    dataverse: DataverseClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(SettingsError, match="ALLOWED_ORGANIZATIONS"):
+        Dispatcher(Router(), dataverse, Settings(in_azure=True))
+    with caplog.at_level(logging.WARNING):
+        Dispatcher(Router(), dataverse, Settings(in_azure=False))
+    assert "ALLOWED_ORGANIZATIONS is empty" in caplog.text
+
+
+async def test_our_own_tagged_writes_are_skipped(dataverse: DataverseClient) -> None:
+    calls = Calls()
+    settings = Settings(
+        allowed_organizations=SETTINGS.allowed_organizations, write_tag="contoso-events"
+    )
+    outcome = await dispatcher(router_with(calls, "h"), dataverse, settings).process(event())
+    assert outcome == Skipped("OwnChange", "written by this app (tag 'contoso-events')")
+    assert calls.runs == []
+    # With the default tag the same event is someone else's change.
+    assert DEFAULT_WRITE_TAG != "contoso-events"
+    assert await dispatcher(router_with(calls, "h"), dataverse).process(event()) == Completed(
+        (f"{__name__}.h",)
+    )
+
+
+async def test_events_initiated_by_our_app_user_are_skipped(dataverse: DataverseClient) -> None:
+    settings = Settings(
+        allowed_organizations=SETTINGS.allowed_organizations,
+        app_user_object_id="aad00000-0000-4000-8000-0000000000a1",
+    )
+    outcome = await dispatcher(router_with(Calls(), "h"), dataverse, settings).process(event())
+    assert isinstance(outcome, Skipped)
+    assert outcome.reason == "OwnChange"
+
+
+async def test_no_route_completes(
+    dataverse: DataverseClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        outcome = await dispatcher(router_with(Calls(), "h", entity="lead"), dataverse).process(
+            event()
+        )
+    assert outcome == Completed()
+    assert "no handler for Create of account" in caplog.text
+
+
+async def test_a_transient_error_is_retried(dataverse: DataverseClient) -> None:
+    calls = Calls()
+    calls.failures["h"] = TransientError("the ERP is down")
+    outcome = await dispatcher(router_with(calls, "h"), dataverse).process(event())
+    assert outcome == Retry("TransientError", f"{__name__}.h: the ERP is down")
+
+
+async def test_a_handler_bug_is_retried(dataverse: DataverseClient) -> None:
+    calls = Calls()
+    calls.failures["h"] = KeyError("missing")
+    outcome = await dispatcher(router_with(calls, "h"), dataverse).process(event())
+    assert isinstance(outcome, Retry)
+    assert outcome.reason == "HandlerError"
+    assert "KeyError" in outcome.detail
+
+
+async def test_a_permanent_error_is_dead_lettered_naming_the_handler(
+    dataverse: DataverseClient,
+) -> None:
+    calls = Calls()
+    calls.failures["h"] = PermanentError("account has no owner")
+    outcome = await dispatcher(router_with(calls, "h"), dataverse).process(event())
+    assert outcome == DeadLetter("HandlerRejected", f"{__name__}.h: account has no owner")
+
+
+async def test_a_dataverse_refusal_is_dead_lettered_with_its_code(
+    dataverse: DataverseClient,
+) -> None:
+    router = Router()
+
+    @router.on(entity="account")
+    async def update_missing(context: Any, dataverse: DataverseClient) -> None:
+        await dataverse.update("accounts", uuid4(), {"name": "x"})
+
+    outcome = await dispatcher(router, dataverse).process(event())
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "DataverseRejected"
+    assert "update_missing" in outcome.description
+    assert "404 0x80040217" in outcome.description
+
+
+async def test_a_429_storm_becomes_retry_within_the_budget(
+    dataverse: DataverseClient, emulator: DataverseEmulator, time: FakeTime
+) -> None:
+    router = Router()
+
+    @router.on(entity="account")
+    async def create_task(context: Any, dataverse: DataverseClient) -> None:
+        await dataverse.create("tasks", {"subject": "x"})
+
+    emulator.inject(429, count=1000, retry_after=8)
+    started = time.now
+    outcome = await dispatcher(router, dataverse).process(event())
+    assert isinstance(outcome, Retry)
+    assert outcome.reason == "DataverseUnavailable"
+    assert time.now - started <= 30  # never blocked past the call budget
+    assert emulator.rows("tasks") == []
+
+
+async def test_a_redelivery_reruns_only_the_unfinished_handlers(dataverse: DataverseClient) -> None:
+    calls = Calls()
+    calls.failures["second"] = TransientError("crashed mid-way")
+    subject = dispatcher(router_with(calls, "first", "second", "third"), dataverse)
+    first = await subject.process(event())
+    assert isinstance(first, Retry)
+    assert calls.runs == ["first", "second"]
+    second = await subject.process(event(message_id="redelivered"))
+    assert second == Completed((f"{__name__}.second", f"{__name__}.third"))
+    assert calls.runs == ["first", "second", "second", "third"]
+    third = await subject.process(event(message_id="duplicate"))
+    assert third == Skipped("Duplicate", "every handler had already applied this event")
+    assert calls.runs == ["first", "second", "second", "third"]
+
+
+async def test_each_step_is_its_own_event_for_idempotency(dataverse: DataverseClient) -> None:
+    calls = Calls()
+    subject = dispatcher(router_with(calls, "h"), dataverse)
+    await subject.process(event())
+    other_step = {"Id": str(uuid4()), "LogicalName": "sdkmessageprocessingstep", "Name": None}
+    outcome = await subject.process(event(changes={"OwningExtension": other_step}))
+    assert isinstance(outcome, Completed)
+    assert calls.runs == ["h", "h"]
+
+
+async def test_a_claim_held_by_another_delivery_is_retried_later(
+    dataverse: DataverseClient,
+) -> None:
+    calls = Calls()
+    subject = dispatcher(router_with(calls, "h"), dataverse)
+    from shared.idempotency import claim_key
+
+    await subject.idempotency.claim(claim_key(event(), f"{__name__}.h"))  # another instance
+    outcome = await subject.process(event())
+    assert outcome == Retry("InProgress", f"{__name__}.h is running in another delivery")
+    assert calls.runs == []
+
+
+async def test_a_truncated_event_runs_column_filtered_handlers(dataverse: DataverseClient) -> None:
+    router = Router()
+    seen: list[object] = []
+
+    @router.on(entity="account", message="Update", attributes=["name"])
+    async def on_name(context: Any, dataverse: Any, event: Any) -> None:
+        seen.append((context.target, event.truncated))
+
+    truncated = event(
+        "account-update-truncated.json", properties={**claims(), "MessageMaxSizeExceeded": "True"}
+    )
+    assert isinstance(await dispatcher(router, dataverse).process(truncated), Completed)
+    assert seen == [(None, True)]
+    untruncated = event("account-update-truncated.json", message_id="other")
+    untruncated_outcome = await dispatcher(router, dataverse).process(untruncated)
+    assert untruncated_outcome == Skipped(
+        "NoChangedColumns", "no handler's columns are in the Target"
+    )
+
+
+async def test_log_lines_carry_the_event_fields(
+    dataverse: DataverseClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = Router()
+    logger = logging.getLogger("handlers.test")
+
+    @router.on(entity="account")
+    async def talkative(context: Any, dataverse: Any) -> None:
+        logger.info("working")
+
+    with caplog.at_level(logging.INFO):
+        from shared import observability
+
+        caplog.handler.addFilter(observability._filter)
+        await dispatcher(router, dataverse).process(event(message_id="m-77"))
+    record = next(record for record in caplog.records if record.getMessage() == "working")
+    assert record.message_id == "m-77"  # type: ignore[attr-defined]
+    assert record.operation_id == "0e000000-0000-4000-8000-000000000001"  # type: ignore[attr-defined]
+    assert record.correlation_id == "c0ffee00-1111-4222-8333-444455556666"  # type: ignore[attr-defined]
+    assert (record.entity, record.message_name) == ("account", "Create")  # type: ignore[attr-defined]
+    assert record.handler == router.routes[0].name  # type: ignore[attr-defined]
+    assert record.handler.endswith(".talkative")  # type: ignore[attr-defined]
+    assert "Northwind" not in caplog.text  # attribute values stay out of logs

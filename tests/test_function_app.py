@@ -1,0 +1,399 @@
+"""The app as the Functions host runs it: indexing, then trigger functions called with objects
+built by the real converters from the host's data shapes, through the real dispatcher and
+handlers, with the Dataverse emulator behind the client and settlement recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType, SimpleNamespace
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import pytest
+
+from handlers.welcome_task import welcome_task_id
+from shared.app import Runtime, build
+from shared.dataverse import DataverseClient
+from shared.dispatch import Dispatcher
+from shared.errors import TransientError
+from shared.eventhub import BatchNeedsRetry
+from shared.poison import InMemoryPoisonStore, ParkedEvent
+from shared.routing import Router
+from shared.servicebus import RedeliveryRequested, SettlementFailed, handle_message
+from shared.settings import Settings
+from tests.conftest import context_bytes
+from tests.dataverse_doubles import FakeTime, emulated_client
+from tests.events import ORGANIZATION_ID, claims
+from tests.host_shapes import RecordingActions, event_hub_events, sdk_service_bus_message
+from tools.emulator import DataverseEmulator
+
+TRIGGER_SETTINGS = {
+    "DATAVERSE_QUEUE_NAME": "dataverse-events",
+    "DATAVERSE_TOPIC_NAME": "dataverse",
+    "DATAVERSE_SUBSCRIPTION_NAME": "consumers",
+    "DATAVERSE_EVENT_HUB_NAME": "dataverse-hub",
+    "DATAVERSE_EVENT_HUB_CONSUMER_GROUP": "$Default",
+    "ALLOWED_ORGANIZATIONS": ORGANIZATION_ID,
+}
+
+
+def fresh_function_app(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> ModuleType:
+    """Import function_app as the host does at indexing, with these app settings."""
+    for name in TRIGGER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    sys.modules.pop("function_app", None)
+    return importlib.import_module("function_app")
+
+
+@pytest.fixture
+def app_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    yield fresh_function_app(monkeypatch, TRIGGER_SETTINGS)
+    sys.modules.pop("function_app", None)
+
+
+_indexed: dict[int, dict[str, Any]] = {}
+
+
+def functions_by_name(module: ModuleType) -> dict[str, Any]:
+    """The host indexes an app once; a second get_functions() on it raises, so keep the index
+    per imported module."""
+    key = id(module.app)
+    if key not in _indexed:
+        _indexed[key] = {
+            function.get_function_name(): function for function in module.app.get_functions()
+        }
+    return _indexed[key]
+
+
+# --- indexing ---------------------------------------------------------------------------------
+
+
+def test_indexing_lists_the_three_triggers_with_the_host_binding_json(
+    app_module: ModuleType,
+) -> None:
+    functions = functions_by_name(app_module)
+    assert set(functions) == {"dataverse_queue", "dataverse_topic", "dataverse_event_hub"}
+
+    (queue,) = json.loads(functions["dataverse_queue"].get_function_json())["bindings"]
+    assert queue == {
+        "direction": "IN",
+        "type": "serviceBusTrigger",
+        "name": "message",
+        "connection": "ServiceBusConnection",
+        "queueName": "%DATAVERSE_QUEUE_NAME%",
+        "autoCompleteMessages": False,
+    }
+    (topic,) = json.loads(functions["dataverse_topic"].get_function_json())["bindings"]
+    assert topic["topicName"] == "%DATAVERSE_TOPIC_NAME%"
+    assert topic["subscriptionName"] == "%DATAVERSE_SUBSCRIPTION_NAME%"
+    assert topic["autoCompleteMessages"] is False
+    assert topic["connection"] == "ServiceBusConnection"
+
+    event_hub_function = functions["dataverse_event_hub"]
+    (hub,) = json.loads(event_hub_function.get_function_json())["bindings"]
+    assert hub == {
+        "direction": "IN",
+        "type": "eventHubTrigger",
+        "name": "events",
+        "connection": "EventHubConnection",
+        "eventHubName": "%DATAVERSE_EVENT_HUB_NAME%",
+        "cardinality": "MANY",
+        "consumerGroup": "%DATAVERSE_EVENT_HUB_CONSUMER_GROUP%",
+        "dataType": "BINARY",
+    }
+    assert event_hub_function.get_settings_dict("retry_policy") == {
+        "setting_name": "retry_policy",
+        "strategy": "exponential_backoff",
+        "max_retry_count": "5",
+        "minimum_interval": "00:00:05",
+        "maximum_interval": "00:05:00",
+    }
+    assert functions["dataverse_queue"].get_settings_dict("retry_policy") is None
+
+
+def test_triggers_without_their_settings_are_not_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = fresh_function_app(monkeypatch, {"DATAVERSE_QUEUE_NAME": "only-a-queue"})
+    try:
+        assert set(functions_by_name(module)) == {"dataverse_queue"}
+    finally:
+        sys.modules.pop("function_app", None)
+
+
+def test_an_empty_allow_list_stops_indexing_in_azure(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = {**TRIGGER_SETTINGS, "ALLOWED_ORGANIZATIONS": "", "WEBSITE_INSTANCE_ID": "x"}
+    with pytest.raises(Exception, match="ALLOWED_ORGANIZATIONS"):
+        fresh_function_app(monkeypatch, settings)
+    sys.modules.pop("function_app", None)
+
+
+# --- Service Bus --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def emulator() -> DataverseEmulator:
+    return DataverseEmulator()
+
+
+@pytest.fixture
+async def dataverse(emulator: DataverseEmulator) -> AsyncIterator[DataverseClient]:
+    async with emulated_client(emulator, time=FakeTime(), budget=20) as client:
+        yield client
+
+
+@pytest.fixture
+def runtime(
+    app_module: ModuleType, dataverse: DataverseClient, monkeypatch: pytest.MonkeyPatch
+) -> Runtime:
+    """The app's runtime, with the emulator behind its client and an in-memory poison store:
+    function_app.runtime is the app's one seam for what it talks to."""
+    test_runtime = build(
+        Settings(allowed_organizations=frozenset({ORGANIZATION_ID, "contoso.crm.dynamics.com"})),
+        dataverse=dataverse,
+        poison=InMemoryPoisonStore(),
+    )
+    monkeypatch.setattr(app_module, "runtime", test_runtime)
+    return test_runtime
+
+
+def trigger(app_module: ModuleType, name: str) -> Any:
+    return functions_by_name(app_module)[name].get_user_function()
+
+
+async def test_a_create_runs_the_handlers_and_completes(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    account_id = UUID("acc00000-0000-4000-8000-000000000001")
+    await runtime.dispatcher.dataverse.upsert("accounts", account_id, {"name": "Northwind Traders"})
+    writes_before = len(emulator.writes())
+    message = sdk_service_bus_message(context_bytes("account-create.json"), properties=claims())
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_queue")(message, actions)
+    assert actions.settlements == ["complete"]
+    assert actions.calls[0][1] is message
+    (task,) = emulator.rows("tasks")
+    assert UUID(task["activityid"]) == welcome_task_id(account_id)
+    assert task["subject"] == "Welcome Northwind Traders"
+    assert task["_regardingobjectid_value"] == str(account_id)
+    assert [write.tag for write in emulator.writes()[writes_before:]] == [
+        runtime.settings.write_tag
+    ]
+
+
+async def test_an_unknown_organization_is_dead_lettered(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    tree = orjson.loads(context_bytes("account-create.json"))
+    tree.update(OrganizationId=str(uuid4()), OrganizationName="fabrikam")
+    message = sdk_service_bus_message(
+        orjson.dumps(tree), properties=claims("fabrikam.crm.dynamics.com")
+    )
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_topic")(message, actions)
+    assert actions.settlements == ["deadletter"]
+    details = actions.calls[0][2]
+    assert details["reason"] == "UnknownOrganization"
+    assert "fabrikam" in details["description"]
+    assert emulator.writes() == []
+
+
+async def test_our_own_write_coming_back_is_completed_without_running_handlers(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    tree = orjson.loads(context_bytes("contact-update.json"))
+    tree["SharedVariables"] = [{"key": "tag", "value": runtime.settings.write_tag}]
+    message = sdk_service_bus_message(orjson.dumps(tree), properties=claims())
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_queue")(message, actions)
+    assert actions.settlements == ["complete"]
+    assert emulator.writes() == []
+    assert runtime.dispatcher.stats.outcomes == {"Skipped": 1}
+
+
+async def test_a_throttled_write_is_abandoned_for_redelivery(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    emulator.inject(429, count=100, retry_after=15)
+    message = sdk_service_bus_message(context_bytes("account-create.json"), properties=claims())
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_queue")(message, actions)
+    assert actions.settlements == ["abandon"]
+    assert emulator.rows("tasks") == []
+
+
+async def test_a_binary_body_is_dead_lettered_with_advice(
+    app_module: ModuleType, runtime: Runtime
+) -> None:
+    message = sdk_service_bus_message(
+        context_bytes("account-create.msbin1"),
+        properties=claims(),
+        content_type="application/msbin1",
+    )
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_queue")(message, actions)
+    assert actions.settlements == ["deadletter"]
+    assert actions.calls[0][2]["reason"] == "UnsupportedFormat"
+    assert "JSON" in actions.calls[0][2]["description"]
+
+
+async def test_a_failed_settlement_fails_the_invocation(
+    app_module: ModuleType, runtime: Runtime
+) -> None:
+    message = sdk_service_bus_message(context_bytes("contact-delete.json"), properties=claims())
+    actions = RecordingActions(fail_with=RuntimeError("the host's settlement channel is gone"))
+    with pytest.raises(SettlementFailed, match="redelivered"):
+        await trigger(app_module, "dataverse_queue")(message, actions)
+    # The redelivery is recognised: the handlers are not run twice.
+    runs = runtime.dispatcher.stats.handler_runs
+    actions.fail_with = None
+    await trigger(app_module, "dataverse_queue")(message, actions)
+    assert actions.settlements[-1] == "complete"
+    assert runtime.dispatcher.stats.handler_runs == runs
+
+
+async def test_the_classic_binding_falls_back_to_raising(
+    runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    from tests.host_shapes import classic_service_bus_message
+
+    ok = classic_service_bus_message(context_bytes("contact-delete.json"), properties=claims())
+    assert (await handle_message(runtime.dispatcher, ok, None)).__class__.__name__ == "Completed"
+    emulator.inject(503, count=100, retry_after=30)
+    throttled = classic_service_bus_message(
+        context_bytes("account-create.json"), properties=claims()
+    )
+    with pytest.raises(RedeliveryRequested, match="DataverseUnavailable"):
+        await handle_message(runtime.dispatcher, throttled, None)
+
+
+# --- Event Hubs ---------------------------------------------------------------------------------
+
+
+def record_body(row: int, sequence: int) -> bytes:
+    """An account Update for row number `row`, its `sequence`-th change."""
+    tree = orjson.loads(context_bytes("account-update-truncated.json"))
+    tree["PrimaryEntityId"] = str(UUID(int=row + 1))
+    tree["OperationId"] = str(UUID(int=1000 * (row + 1) + sequence))
+    tree["InputParameters"] = [
+        {
+            "key": "Target",
+            "value": {
+                "__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts",
+                "Attributes": [{"key": "sequence", "value": sequence}],
+                "Id": str(UUID(int=row + 1)),
+                "LogicalName": "account",
+            },
+        }
+    ]
+    return orjson.dumps(tree)
+
+
+def retry_context(count: int, maximum: int = 5) -> SimpleNamespace:
+    return SimpleNamespace(
+        retry_context=SimpleNamespace(retry_count=count, max_retry_count=maximum)
+    )
+
+
+class RowRecorder:
+    """A handler recording, per row, the order and overlap of its runs."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.order: dict[str, list[int]] = {}
+        self.running = 0
+        self.most_running = 0
+        self.fail: set[tuple[str, int]] = set()
+
+    async def __call__(self, context: Any, dataverse: Any) -> None:
+        row = str(context.primary_entity_id)
+        sequence = context.target["sequence"]
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        await asyncio.sleep(self.delay)
+        self.running -= 1
+        if (row, sequence) in self.fail:
+            raise TransientError("try again")
+        self.order.setdefault(row, []).append(sequence)
+
+
+def event_hub_runtime(recorder: RowRecorder, dataverse: DataverseClient) -> Runtime:
+    router = Router()
+
+    async def record(context: Any, dataverse: Any) -> None:
+        await recorder(context, dataverse)
+
+    router.on(entity="account", message="Update")(record)
+    # Only the claim names the organization: proves the per-event properties reach the dispatcher.
+    settings = Settings(allowed_organizations=frozenset({"contoso.crm.dynamics.com"}))
+    return Runtime(settings, router, Dispatcher(router, dataverse, settings), InMemoryPoisonStore())
+
+
+async def test_an_event_hub_batch_parks_its_poison_event_and_completes_the_rest(
+    app_module: ModuleType, dataverse: DataverseClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RowRecorder(delay=0)
+    runtime = event_hub_runtime(recorder, dataverse)
+    monkeypatch.setattr(app_module, "runtime", runtime)
+    bodies = [record_body(0, 1), b"\x00\x01 not a context", record_body(1, 1)]
+    events = event_hub_events(bodies, properties=[claims()] * 3, partition="7")
+    await trigger(app_module, "dataverse_event_hub")(events, retry_context(0))
+    assert recorder.order == {str(UUID(int=1)): [1], str(UUID(int=2)): [1]}
+    poison = runtime.poison
+    assert isinstance(poison, InMemoryPoisonStore)
+    (name,) = await poison.list()
+    parked = await poison.get(name)
+    assert isinstance(parked, ParkedEvent)
+    assert parked.body == bodies[1]  # the exact bytes
+    assert parked.reason == "NotAnExecutionContext"
+    assert parked.partition == "7"
+    assert parked.properties == claims()
+    assert name == "eventhub/7/101@413696.json"
+    assert ParkedEvent.from_json(parked.to_json()) == parked
+
+
+async def test_order_within_a_row_is_kept_while_rows_run_in_parallel(
+    app_module: ModuleType, dataverse: DataverseClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RowRecorder(delay=0.02)
+    monkeypatch.setattr(app_module, "runtime", event_hub_runtime(recorder, dataverse))
+    bodies = [record_body(row, sequence) for sequence in range(1, 6) for row in range(10)]
+    events = event_hub_events(bodies, properties=[claims()] * len(bodies))
+    started = asyncio.get_running_loop().time()
+    await trigger(app_module, "dataverse_event_hub")(events, retry_context(0))
+    elapsed = asyncio.get_running_loop().time() - started
+    assert recorder.order == {str(UUID(int=row + 1)): [1, 2, 3, 4, 5] for row in range(10)}
+    assert recorder.most_running == 10  # one per row at a time, all rows at once
+    assert elapsed < 50 * 0.02 / 2  # far quicker than one after another
+
+
+async def test_a_failing_row_is_retried_then_parked_on_the_last_attempt(
+    app_module: ModuleType, dataverse: DataverseClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RowRecorder(delay=0)
+    runtime = event_hub_runtime(recorder, dataverse)
+    monkeypatch.setattr(app_module, "runtime", runtime)
+    failing_row = str(UUID(int=1))
+    recorder.fail.add((failing_row, 2))
+    bodies = [record_body(row, sequence) for sequence in (1, 2, 3) for row in (0, 1)]
+    events = event_hub_events(bodies, properties=[claims()] * len(bodies))
+    function = trigger(app_module, "dataverse_event_hub")
+    with pytest.raises(BatchNeedsRetry, match="2 of 6"):
+        await function(events, retry_context(0))
+    assert recorder.order == {failing_row: [1], str(UUID(int=2)): [1, 2, 3]}
+    await function(events, retry_context(5))  # the last retry: park, let the checkpoint advance
+    assert recorder.order[failing_row] == [1]  # sequence 3 never ran before sequence 2
+    assert recorder.order[str(UUID(int=2))] == [1, 2, 3]  # not rerun: duplicates
+    poison = runtime.poison
+    parked = [await poison.get(name) for name in await poison.list()]
+    assert sorted(orjson.loads(p.body)["OperationId"] for p in parked) == sorted(
+        [str(UUID(int=1002)), str(UUID(int=1003))]
+    )
+    assert {p.reason for p in parked} == {"RetriesExhausted"}
