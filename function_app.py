@@ -81,3 +81,11 @@ if settings.event_hub_name:
         await process_batch(
             runtime.dispatcher, batch, runtime.poison, partition=partition, final_attempt=final
         )
+
+
+@app.function_name("dataverse_housekeeping")
+@app.timer_trigger(arg_name="timer", schedule="%HOUSEKEEPING_SCHEDULE%", run_on_startup=False)
+async def dataverse_housekeeping(timer: func.TimerRequest) -> None:
+    """Delete idempotency claims past their retention (the store keeps them 7 days)."""
+    purged = await runtime.dispatcher.idempotency.purge_expired()
+    logger.info("purged %d expired idempotency claims", purged)

@@ -1,9 +1,10 @@
 """When a contact's email address changes, mark it as unverified and record the change.
 
 It runs only for Updates whose Target carries `emailaddress1` (the step's filtering attributes
-should say the same, so Dataverse does not even post other updates). Its own write to the
-contact raises another Update event; that one carries this app's tag and is skipped by the loop
-guard, and it does not touch emailaddress1 anyway.
+should say the same, so Dataverse does not even post other updates). It is ordered: the flag
+describes the latest address, so an older change arriving late is skipped as stale. Its own
+write to the contact raises another Update event; that one carries this app's tag and is
+skipped by the loop guard, and it does not touch emailaddress1 anyway.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from shared import DataverseClient, Entity, RemoteExecutionContext, Router
 router = Router()
 
 
-@router.on(entity="contact", message="Update", attributes=["emailaddress1"])
+@router.on(entity="contact", message="Update", attributes=["emailaddress1"], ordered=True)
 async def mark_email_unverified(
     context: RemoteExecutionContext, dataverse: DataverseClient
 ) -> None:

@@ -73,7 +73,12 @@ def build(
 
 
 def make_idempotency_store(settings: Settings) -> IdempotencyStore:
-    return InMemoryIdempotencyStore()
+    if settings.idempotency_store == "memory":
+        return InMemoryIdempotencyStore()
+    from shared.idempotency_table import TableIdempotencyStore
+    from shared.storage import table_client
+
+    return TableIdempotencyStore(table_client(settings, settings.idempotency_table))
 
 
 def make_poison_store(settings: Settings) -> PoisonStore:

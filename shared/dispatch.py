@@ -5,6 +5,7 @@
     loop guard    our own tagged write, or our app user   -> Skipped("OwnChange")
     route         no handler for table/message/stage      -> Completed (logged)
     per handler   claimed and completed already           -> (skipped: "Duplicate")
+                  ordered route, behind the row's watermark -> (skipped: "Stale")
                   claimed by another delivery             -> Retry("InProgress")
                   ok                                      -> Completed
                   TransientError, retryable Dataverse errors, timeouts, unknown bugs -> Retry
@@ -17,9 +18,9 @@ redelivery runs only the handlers that did not complete.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -28,11 +29,14 @@ from shared.dataverse import DataverseClient
 from shared.errors import DataverseError, InvalidMessage, PermanentError, TransientError
 from shared.events import DataverseEvent
 from shared.idempotency import (
+    Claim,
     ClaimState,
     IdempotencyStore,
     InMemoryIdempotencyStore,
     LostClaim,
     event_key,
+    position_of,
+    record_key,
 )
 from shared.observability import SCOPE, EventScope
 from shared.routing import Route, Router
@@ -90,7 +94,8 @@ class Dispatcher:
         settings: Settings,
         *,
         idempotency: IdempotencyStore | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        claim_wait_seconds: float = 2.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """`dataverse` may be a factory: the client is built on the first event that needs
         one, so indexing and tests without DATAVERSE_URL still work."""
@@ -108,8 +113,9 @@ class Dispatcher:
         self.settings = settings
         self.idempotency: IdempotencyStore = idempotency or InMemoryIdempotencyStore()
         self.stats = DispatchStats()
+        self.claim_wait_seconds = claim_wait_seconds
         self._dataverse = dataverse
-        self._clock = clock
+        self._sleep = sleep
 
     @property
     def dataverse(self) -> DataverseClient:
@@ -199,7 +205,7 @@ class Dispatcher:
         scope: EventScope,
     ) -> Outcome:
         ran: list[str] = []
-        applicable = 0
+        applicable = stale = 0
         try:
             key = event_key(event)
         except InvalidMessage as error:
@@ -213,9 +219,16 @@ class Dispatcher:
             except InvalidMessage as error:
                 return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
             applicable += 1
-            claim = await self.idempotency.claim(f"{key}|{route.name}")
+            try:
+                claim = await self._claim(route, context, f"{key}|{route.name}")
+            except InvalidMessage as error:
+                return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
             if claim.state is ClaimState.COMPLETED:
                 logger.info("duplicate delivery: %s already applied", route.name)
+                continue
+            if claim.state is ClaimState.STALE:
+                logger.info("stale event: %s already applied a newer change of the row", route.name)
+                stale += 1
                 continue
             if claim.state is ClaimState.IN_PROGRESS:
                 return Retry("InProgress", f"{route.name} is running in another delivery")
@@ -233,9 +246,32 @@ class Dispatcher:
         scope.handler = None
         if not applicable:
             return Skipped("NoChangedColumns", "no handler's columns are in the Target")
+        if not ran and stale:
+            return Skipped("Stale", "a newer change of the row was already applied")
         if not ran:
             return Skipped("Duplicate", "every handler had already applied this event")
         return Completed(tuple(ran))
+
+    async def _claim(self, route: Route, context: RemoteExecutionContext, key: str) -> Claim:
+        """Claim (event, handler), or (row, handler) for an ordered route. A claim held by
+        another delivery is usually released within moments (another instance is running the
+        handler, or the row's previous event): wait a little before handing the message back,
+        so contention does not burn through the broker's delivery count."""
+        position = position_of(context) if route.ordered else None
+        waited = 0.0
+        delay = 0.02
+        while True:
+            if position is not None:
+                claim = await self.idempotency.claim_in_order(
+                    record_key(context), route.name, position
+                )
+            else:
+                claim = await self.idempotency.claim(key)
+            if claim.state is not ClaimState.IN_PROGRESS or waited >= self.claim_wait_seconds:
+                return claim
+            await self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.5)
 
     async def _call(
         self, route: Route, event: DataverseEvent, context: RemoteExecutionContext

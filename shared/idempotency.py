@@ -1,10 +1,19 @@
-"""Exactly-once effects over at-least-once delivery: a claim per event and per handler.
+"""Exactly-once effects and ordering over at-least-once delivery.
 
-Before a handler runs, the dispatcher claims `(event, handler)`. A claim is either acquired (run
-the handler, then `complete`), already completed (skip: a duplicate delivery), or held by
-someone else whose lease has not expired (retry later). A crashed instance never blocks an
-event for longer than the lease. Completed claims are kept for a retention period, long enough
-to outlive every redelivery and replay.
+Two kinds of claim, both taken before a handler runs and completed after it succeeded:
+
+- per event and handler (`claim`): acquired (run it), completed already (a duplicate delivery:
+  skip), or held by another delivery whose lease has not run out (retry later). A crashed
+  instance blocks an event for at most the lease. Completed claims are kept for a retention
+  period that outlives every redelivery and replay.
+- per row and handler, for routes declared `ordered=True` (`claim_in_order`): one record per
+  row holds a lease, so one event of a row runs the handler at a time, and a watermark, the
+  position (row version, else OperationCreatedOn) of the last event applied. An event at or
+  behind the watermark is refused as stale before the handler runs, and completing moves the
+  watermark and drops the lease in one conditional write, atomically with the completion.
+
+`InMemoryIdempotencyStore` serves tests and the demo; `shared.idempotency_table` keeps the same
+records in Azure Table Storage, shared by every instance.
 """
 
 from __future__ import annotations
@@ -12,13 +21,17 @@ from __future__ import annotations
 import enum
 import hashlib
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
+from shared.context import Entity, RemoteExecutionContext
 from shared.events import DataverseEvent
 
-DEFAULT_LEASE_SECONDS = 300.0  # the longest a handler may run before another instance may retry
+DEFAULT_LEASE_SECONDS = 300.0  # the longest a handler may run before another delivery takes over
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0  # Dataverse retries and broker replays end well before
 
 
@@ -26,27 +39,83 @@ class ClaimState(enum.Enum):
     ACQUIRED = "acquired"
     COMPLETED = "completed"
     IN_PROGRESS = "in_progress"
+    STALE = "stale"  # ordered routes: an event at or behind the row's watermark
+
+
+class Position(NamedTuple):
+    """Where an event stands in the history of its row."""
+
+    created_on: datetime  # OperationCreatedOn: when Dataverse created the posting job
+    row_version: int | None  # the row's RowVersion after the change, where the event carries it
+    operation: str  # OperationId, to tell a duplicate from another change at the same instant
+
+
+@dataclass
+class Watermark:
+    """The last position applied to a row by one handler (operations: all applied at it)."""
+
+    created_on: datetime
+    row_version: int | None
+    operations: set[str] = field(default_factory=set)
+
+    def admits(self, position: Position) -> bool:
+        """Whether `position` is newer than this watermark. Row versions decide where both
+        sides have one (Dataverse increments them with every change of the row); otherwise the
+        posting times do. A tie is new unless it is the very operation already applied."""
+        if position.row_version is not None and self.row_version is not None:
+            if position.row_version != self.row_version:
+                return position.row_version > self.row_version
+        elif position.created_on != self.created_on:
+            return position.created_on > self.created_on
+        return position.operation not in self.operations
+
+    def applied(self, position: Position) -> bool:
+        """Whether this very operation set the watermark (a redelivery of it)."""
+        return position.operation in self.operations
+
+    def advanced_to(self, position: Position) -> Watermark:
+        same_instant = (position.row_version, position.created_on) == (
+            self.row_version,
+            self.created_on,
+        )
+        operations = (
+            (self.operations | {position.operation}) if same_instant else {position.operation}
+        )
+        return Watermark(position.created_on, position.row_version, operations)
 
 
 class Claim(NamedTuple):
     key: str
     state: ClaimState
-    token: str | None = None  # the store's proof of ownership (an etag for the table store)
+    token: str | None = None  # proof of ownership: an etag for the table store
+    position: Position | None = None  # ordered claims: the position to record on completion
+    watermark: Watermark | None = None  # ordered claims: the row's watermark when claimed
 
 
 class IdempotencyStore(Protocol):
     async def claim(self, key: str) -> Claim: ...
 
+    async def claim_in_order(self, record: str, handler: str, position: Position) -> Claim: ...
+
     async def complete(self, claim: Claim) -> None: ...
 
     async def release(self, claim: Claim) -> None: ...
 
+    async def purge_expired(self) -> int: ...
+
+
+class LostClaim(Exception):
+    """The claim's lease ran out and another delivery took it over while this one ran."""
+
+
+_EMPTY = str(UUID(int=0))
+
 
 def event_key(event: DataverseEvent) -> str:
-    """What identifies one delivery of one event, whatever the transport: `OperationId` is the
-    system job that posted it, and several steps on one operation share it, so the step
-    (`OwningExtension`) is part of the key. Without either, the body's hash stands in: a
-    Dataverse retry re-sends the same body. Built from the members' text, undecoded."""
+    """What identifies one event, whatever the transport and however often delivered:
+    `OperationId` is the system job that posted it, and several steps on one operation share it,
+    so the step (`OwningExtension`) is part of the key. Without either, the body's hash stands
+    in: a Dataverse retry re-sends the same body. Built from the members' text, undecoded."""
     context = event.context
     operation = str(context.raw("OperationId") or "").lower()
     owner = context.raw("OwningExtension")
@@ -60,12 +129,24 @@ def claim_key(event: DataverseEvent, handler: str) -> str:
     return f"{event_key(event)}|{handler}"
 
 
-_EMPTY = str(UUID(int=0))
+def record_key(context: RemoteExecutionContext) -> str:
+    return f"{context.primary_entity_name}|{context.primary_entity_id}"
+
+
+def position_of(context: RemoteExecutionContext) -> Position:
+    """The event's position: the Target's row version, else a post image's, and the time."""
+    row_version: int | None = None
+    candidates = [context.target, *context.post_entity_images.values()]
+    for entity in candidates:
+        if isinstance(entity, Entity) and entity.row_version and entity.row_version.isdigit():
+            row_version = int(entity.row_version)
+            break
+    return Position(context.operation_created_on, row_version, str(context.operation_id))
 
 
 class InMemoryIdempotencyStore:
     """One process's memory: the embedded default for tests and the demo. It does not survive
-    a restart and is not shared between instances; use the table store in Azure."""
+    a restart and is not shared between instances; in Azure the table store is the default."""
 
     def __init__(
         self,
@@ -77,38 +158,60 @@ class InMemoryIdempotencyStore:
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self._clock = clock
-        self._records: dict[str, tuple[ClaimState, float, str]] = {}
-        self._tokens = 0
+        self._claims: dict[str, tuple[ClaimState, float, str]] = {}
+        self._rows: dict[str, tuple[Watermark | None, str | None, float]] = {}
 
     async def claim(self, key: str) -> Claim:
         now = self._clock()
-        record = self._records.get(key)
+        record = self._claims.get(key)
         if record is not None:
             state, until, _ = record
-            if state is ClaimState.COMPLETED and until > now:
-                return Claim(key, ClaimState.COMPLETED)
-            if state is ClaimState.IN_PROGRESS and until > now:
-                return Claim(key, ClaimState.IN_PROGRESS)
-        self._tokens += 1
-        token = str(self._tokens)
-        self._records[key] = (ClaimState.IN_PROGRESS, now + self.lease_seconds, token)
+            if until > now:
+                return Claim(key, state)  # COMPLETED, or IN_PROGRESS under a live lease
+        token = uuid.uuid4().hex
+        self._claims[key] = (ClaimState.IN_PROGRESS, now + self.lease_seconds, token)
         return Claim(key, ClaimState.ACQUIRED, token)
 
+    async def claim_in_order(self, record: str, handler: str, position: Position) -> Claim:
+        key = f"{record}|{handler}"
+        now = self._clock()
+        watermark, owner, until = self._rows.get(key, (None, None, 0.0))
+        if owner is not None and until > now:
+            return Claim(key, ClaimState.IN_PROGRESS, position=position)
+        if watermark is not None and not watermark.admits(position):
+            state = ClaimState.COMPLETED if watermark.applied(position) else ClaimState.STALE
+            return Claim(key, state, position=position)
+        token = uuid.uuid4().hex
+        self._rows[key] = (watermark, token, now + self.lease_seconds)
+        return Claim(key, ClaimState.ACQUIRED, token, position)
+
     async def complete(self, claim: Claim) -> None:
-        record = self._records.get(claim.key)
+        if claim.position is not None:
+            watermark, owner, _ = self._rows.get(claim.key, (None, None, 0.0))
+            if owner != claim.token:
+                raise LostClaim(claim.key)
+            base = watermark or Watermark(claim.position.created_on, claim.position.row_version)
+            self._rows[claim.key] = (base.advanced_to(claim.position), None, 0.0)
+            return
+        record = self._claims.get(claim.key)
         if record is None or record[2] != claim.token:
             raise LostClaim(claim.key)
-        self._records[claim.key] = (
-            ClaimState.COMPLETED,
-            self._clock() + self.retention_seconds,
-            record[2],
-        )
+        until = self._clock() + self.retention_seconds
+        self._claims[claim.key] = (ClaimState.COMPLETED, until, record[2])
 
     async def release(self, claim: Claim) -> None:
-        record = self._records.get(claim.key)
+        if claim.position is not None:
+            watermark, owner, _ = self._rows.get(claim.key, (None, None, 0.0))
+            if owner == claim.token:
+                self._rows[claim.key] = (watermark, None, 0.0)
+            return
+        record = self._claims.get(claim.key)
         if record is not None and record[2] == claim.token:
-            del self._records[claim.key]
+            del self._claims[claim.key]
 
-
-class LostClaim(Exception):
-    """The claim's lease expired and another delivery took it over while this one ran."""
+    async def purge_expired(self) -> int:
+        now = self._clock()
+        expired = [key for key, (_, until, _) in self._claims.items() if until <= now]
+        for key in expired:
+            del self._claims[key]
+        return len(expired)

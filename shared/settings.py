@@ -50,6 +50,10 @@ class Settings:
     storage_account_name: str | None = None
     # Blob container for Event Hubs events that could not be processed.
     poison_container: str = "dataverse-poison"
+    # Where idempotency claims and ordering watermarks live: "table" (the storage account,
+    # shared by every instance; the default in Azure) or "memory" (one process; tests, demo).
+    idempotency_store: str = "memory"
+    idempotency_table: str = "dataverseidempotency"
     # Trigger entities; a trigger whose setting is empty is not registered.
     queue_name: str | None = None
     topic_name: str | None = None
@@ -96,11 +100,26 @@ class Settings:
             storage_connection_string=_connection_string(text("AzureWebJobsStorage")),
             storage_account_name=text("AzureWebJobsStorage__accountName"),
             poison_container=text("POISON_CONTAINER") or "dataverse-poison",
+            idempotency_store=_store_kind(
+                text("IDEMPOTENCY_STORE"), in_azure=text("WEBSITE_INSTANCE_ID") is not None
+            ),
+            idempotency_table=text("IDEMPOTENCY_TABLE") or "dataverseidempotency",
             queue_name=text("DATAVERSE_QUEUE_NAME"),
             topic_name=text("DATAVERSE_TOPIC_NAME"),
             subscription_name=text("DATAVERSE_SUBSCRIPTION_NAME"),
             event_hub_name=text("DATAVERSE_EVENT_HUB_NAME"),
         )
+
+
+def _store_kind(value: str | None, *, in_azure: bool) -> str:
+    kind = (value or ("table" if in_azure else "memory")).lower()
+    if kind not in ("table", "memory"):
+        raise SettingsError(f"IDEMPOTENCY_STORE must be table or memory, got {value!r}")
+    if in_azure and kind == "memory":
+        raise SettingsError(
+            "IDEMPOTENCY_STORE=memory in Azure would let every instance apply duplicates: use table"
+        )
+    return kind
 
 
 def _connection_string(value: str | None) -> str | None:

@@ -22,6 +22,7 @@ from shared.dataverse import DataverseClient
 from shared.dispatch import Dispatcher
 from shared.errors import TransientError
 from shared.eventhub import BatchNeedsRetry
+from shared.idempotency import InMemoryIdempotencyStore
 from shared.poison import InMemoryPoisonStore, ParkedEvent
 from shared.routing import Router
 from shared.servicebus import RedeliveryRequested, SettlementFailed, handle_message
@@ -39,12 +40,13 @@ TRIGGER_SETTINGS = {
     "DATAVERSE_EVENT_HUB_NAME": "dataverse-hub",
     "DATAVERSE_EVENT_HUB_CONSUMER_GROUP": "$Default",
     "ALLOWED_ORGANIZATIONS": ORGANIZATION_ID,
+    "HOUSEKEEPING_SCHEDULE": "0 30 3 * * *",
 }
 
 
 def fresh_function_app(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> ModuleType:
     """Import function_app as the host does at indexing, with these app settings."""
-    for name in TRIGGER_SETTINGS:
+    for name in (*TRIGGER_SETTINGS, "WEBSITE_INSTANCE_ID", "AzureWebJobsStorage"):
         monkeypatch.delenv(name, raising=False)
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
@@ -79,7 +81,12 @@ def test_indexing_lists_the_three_triggers_with_the_host_binding_json(
     app_module: ModuleType,
 ) -> None:
     functions = functions_by_name(app_module)
-    assert set(functions) == {"dataverse_queue", "dataverse_topic", "dataverse_event_hub"}
+    assert set(functions) == {
+        "dataverse_queue",
+        "dataverse_topic",
+        "dataverse_event_hub",
+        "dataverse_housekeeping",
+    }
 
     (queue,) = json.loads(functions["dataverse_queue"].get_function_json())["bindings"]
     assert queue == {
@@ -116,6 +123,18 @@ def test_indexing_lists_the_three_triggers_with_the_host_binding_json(
         "maximum_interval": "00:05:00",
     }
     assert functions["dataverse_queue"].get_settings_dict("retry_policy") is None
+    (timer,) = json.loads(functions["dataverse_housekeeping"].get_function_json())["bindings"]
+    assert timer["type"] == "timerTrigger"
+    assert timer["schedule"] == "%HOUSEKEEPING_SCHEDULE%"
+
+
+async def test_housekeeping_purges_expired_claims(app_module: ModuleType, runtime: Runtime) -> None:
+    store = runtime.dispatcher.idempotency
+    assert isinstance(store, InMemoryIdempotencyStore)
+    store.retention_seconds = -1  # everything completed is already past retention
+    await store.complete(await store.claim("op|step|handler"))
+    await trigger(app_module, "dataverse_housekeeping")(None)
+    assert (await store.claim("op|step|handler")).state.name == "ACQUIRED"
 
 
 def test_triggers_without_their_settings_are_not_registered(
@@ -123,13 +142,18 @@ def test_triggers_without_their_settings_are_not_registered(
 ) -> None:
     module = fresh_function_app(monkeypatch, {"DATAVERSE_QUEUE_NAME": "only-a-queue"})
     try:
-        assert set(functions_by_name(module)) == {"dataverse_queue"}
+        assert set(functions_by_name(module)) == {"dataverse_queue", "dataverse_housekeeping"}
     finally:
         sys.modules.pop("function_app", None)
 
 
 def test_an_empty_allow_list_stops_indexing_in_azure(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = {**TRIGGER_SETTINGS, "ALLOWED_ORGANIZATIONS": "", "WEBSITE_INSTANCE_ID": "x"}
+    settings = {
+        **TRIGGER_SETTINGS,
+        "ALLOWED_ORGANIZATIONS": "",
+        "WEBSITE_INSTANCE_ID": "x",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    }
     with pytest.raises(Exception, match="ALLOWED_ORGANIZATIONS"):
         fresh_function_app(monkeypatch, settings)
     sys.modules.pop("function_app", None)

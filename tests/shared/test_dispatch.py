@@ -244,16 +244,18 @@ async def test_each_step_is_its_own_event_for_idempotency(dataverse: DataverseCl
 
 
 async def test_a_claim_held_by_another_delivery_is_retried_later(
-    dataverse: DataverseClient,
+    dataverse: DataverseClient, time: FakeTime
 ) -> None:
     calls = Calls()
-    subject = dispatcher(router_with(calls, "h"), dataverse)
+    subject = Dispatcher(router_with(calls, "h"), dataverse, SETTINGS, sleep=time.sleep)
     from shared.idempotency import claim_key
 
     await subject.idempotency.claim(claim_key(event(), f"{__name__}.h"))  # another instance
     outcome = await subject.process(event())
     assert outcome == Retry("InProgress", f"{__name__}.h is running in another delivery")
     assert calls.runs == []
+    assert 2.0 <= sum(time.sleeps) < 3.0  # waited for the holder before giving the message back
+    assert time.sleeps[:3] == [0.02, 0.04, 0.08]
 
 
 async def test_a_truncated_event_runs_column_filtered_handlers(dataverse: DataverseClient) -> None:

@@ -1,0 +1,183 @@
+"""The idempotency contract, held by both stores: in memory, and in Azure Table Storage on
+Azurite (real Table API, conditional writes and all)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+from azure.data.tables.aio import TableClient
+
+from shared.idempotency import (
+    ClaimState,
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    LostClaim,
+    Position,
+    Watermark,
+)
+from shared.idempotency_table import TableIdempotencyStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Factory = Callable[[], Awaitable[IdempotencyStore]]
+
+
+@pytest.fixture(params=["memory", "table"])
+async def stores(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Factory, Clock]]:
+    """A factory of store objects over one shared storage: calling it again is a new process
+    (or instance) looking at the same records."""
+    clock = Clock()
+    if request.param == "memory":
+        shared = InMemoryIdempotencyStore(clock=clock, lease_seconds=60)
+
+        async def memory() -> IdempotencyStore:
+            return shared
+
+        yield memory, clock
+        return
+    connection = request.getfixturevalue("azurite")
+    table = f"claims{uuid4().hex[:12]}"
+    opened: list[TableIdempotencyStore] = []
+
+    async def table_store() -> IdempotencyStore:
+        store = TableIdempotencyStore(
+            TableClient.from_connection_string(connection, table_name=table),
+            clock=clock,
+            lease_seconds=60,
+        )
+        opened.append(store)
+        return store
+
+    yield table_store, clock
+    cleanup = TableClient.from_connection_string(connection, table_name=table)
+    await cleanup.delete_table()
+    await cleanup.close()
+    for store in opened:
+        await store.close()
+
+
+def position(minute: int, row_version: int | None = None, operation: str | None = None) -> Position:
+    created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
+    return Position(created, row_version, operation or f"op-{minute}-{row_version}")
+
+
+async def test_concurrent_claims_of_one_key_have_exactly_one_winner(
+    stores: tuple[Factory, Clock],
+) -> None:
+    factory, _ = stores
+    instances = [await factory() for _ in range(8)]
+    claims = await asyncio.gather(*(store.claim("op|step|handler") for store in instances))
+    states = [claim.state for claim in claims]
+    assert states.count(ClaimState.ACQUIRED) == 1
+    assert states.count(ClaimState.IN_PROGRESS) == 7
+
+
+async def test_a_completed_claim_survives_a_restart(stores: tuple[Factory, Clock]) -> None:
+    factory, _ = stores
+    first = await factory()
+    claim = await first.claim("op-1|step|h")
+    await first.complete(claim)
+    restarted = await factory()
+    assert (await restarted.claim("op-1|step|h")).state is ClaimState.COMPLETED
+    assert (await restarted.claim("op-1|step|other")).state is ClaimState.ACQUIRED
+
+
+async def test_an_expired_lease_is_taken_over(stores: tuple[Factory, Clock]) -> None:
+    factory, clock = stores
+    crashed = await factory()
+    abandoned = await crashed.claim("op-2|step|h")
+    assert abandoned.state is ClaimState.ACQUIRED
+    other = await factory()
+    assert (await other.claim("op-2|step|h")).state is ClaimState.IN_PROGRESS
+    clock.now += 61  # the lease ran out: the crashed instance never completed
+    takeover = await other.claim("op-2|step|h")
+    assert takeover.state is ClaimState.ACQUIRED
+    with pytest.raises(LostClaim):
+        await crashed.complete(abandoned)  # too late: it no longer owns the claim
+    await other.complete(takeover)
+    assert (await crashed.claim("op-2|step|h")).state is ClaimState.COMPLETED
+
+
+async def test_a_released_claim_can_be_taken_at_once(stores: tuple[Factory, Clock]) -> None:
+    factory, _ = stores
+    store = await factory()
+    claim = await store.claim("op-3|step|h")
+    await store.release(claim)
+    assert (await store.claim("op-3|step|h")).state is ClaimState.ACQUIRED
+
+
+async def test_completed_claims_are_purged_after_retention(stores: tuple[Factory, Clock]) -> None:
+    factory, clock = stores
+    store = await factory()
+    for number in range(3):
+        await store.complete(await store.claim(f"op-{number}|s|h"))
+    assert await store.purge_expired() == 0
+    clock.now += 8 * 24 * 3600
+    assert await store.purge_expired() == 3
+    assert (await store.claim("op-0|s|h")).state is ClaimState.ACQUIRED
+
+
+async def test_ordered_claims_refuse_what_is_behind_the_watermark(
+    stores: tuple[Factory, Clock],
+) -> None:
+    factory, _ = stores
+    store = await factory()
+    newer = await store.claim_in_order("account|1", "h", position(10, row_version=200))
+    assert newer.state is ClaimState.ACQUIRED
+    assert (await store.claim_in_order("account|1", "h", position(11, 201))).state is (
+        ClaimState.IN_PROGRESS  # one event of a row at a time
+    )
+    await store.complete(newer)
+    older = await store.claim_in_order("account|1", "h", position(5, row_version=150))
+    assert older.state is ClaimState.STALE
+    again = await store.claim_in_order("account|1", "h", position(10, row_version=200))
+    assert again.state is ClaimState.COMPLETED  # the same event redelivered
+    later = await store.claim_in_order("account|1", "h", position(12, row_version=205))
+    assert later.state is ClaimState.ACQUIRED
+    await store.release(later)  # failed: the watermark stays where it was
+    assert (
+        await store.claim_in_order("account|1", "h", position(9, 199))
+    ).state is ClaimState.STALE
+    other_row = await store.claim_in_order("account|2", "h", position(1, 1))
+    assert other_row.state is ClaimState.ACQUIRED
+
+
+async def test_ordering_falls_back_to_posting_time_and_admits_ties(
+    stores: tuple[Factory, Clock],
+) -> None:
+    factory, _ = stores
+    store = await factory()
+    first = await store.claim_in_order("contact|9", "h", position(3, operation="a"))
+    await store.complete(first)
+    same_instant = await store.claim_in_order("contact|9", "h", position(3, operation="b"))
+    assert same_instant.state is ClaimState.ACQUIRED  # another change at the same instant
+    await store.complete(same_instant)
+    assert (await store.claim_in_order("contact|9", "h", position(3, operation="a"))).state is (
+        ClaimState.COMPLETED
+    )
+    assert (await store.claim_in_order("contact|9", "h", position(2))).state is ClaimState.STALE
+
+
+def test_watermark_comparison_rules() -> None:
+    mark = Watermark(position(10).created_on, 100, {"x"})
+    assert mark.admits(position(1, row_version=101))  # row versions decide over times
+    assert not mark.admits(position(20, row_version=99))
+    assert mark.admits(position(11))  # no row version: the posting time decides
+    assert not mark.admits(position(9))
+    assert not mark.admits(Position(position(10).created_on, 100, "x"))
+    advanced = mark.advanced_to(Position(position(10).created_on, 100, "y"))
+    assert advanced.operations == {"x", "y"}
+    assert mark.advanced_to(position(12, 101)).operations == {"op-12-101"}
