@@ -89,3 +89,13 @@ async def dataverse_housekeeping(timer: func.TimerRequest) -> None:
     """Delete idempotency claims past their retention (the store keeps them 7 days)."""
     purged = await runtime.dispatcher.idempotency.purge_expired()
     logger.info("purged %d expired idempotency claims", purged)
+
+
+if settings.environment_name:
+
+    @app.function_name("dataverse_health")
+    @app.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
+    async def dataverse_health(timer: func.TimerRequest) -> None:
+        """Check the sending side (endpoints, keys, steps, failed posts) of DATAVERSE_ENVIRONMENT
+        and log one structured line per check; failures also count as a metric."""
+        await runtime.check_health()

@@ -12,6 +12,7 @@ from shared import observability
 from shared.dataverse import DataverseClient, create_client
 from shared.dispatch import Dispatcher
 from shared.events import DataverseEvent
+from shared.health import CheckResult, run_checks
 from shared.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from shared.poison import BlobPoisonStore, InMemoryPoisonStore, PoisonStore
 from shared.routing import Router, discover
@@ -32,6 +33,16 @@ class Runtime:
         if self._poison is None:
             self._poison = make_poison_store(self.settings)
         return self._poison
+
+    async def check_health(self) -> list[CheckResult]:
+        from datetime import UTC, datetime, timedelta
+
+        from shared.registration import load_environment
+
+        assert self.settings.environment_name is not None
+        spec = load_environment(self.settings.environment_name)
+        since = datetime.now(UTC) - timedelta(minutes=self.settings.health_lookback_minutes)
+        return await run_checks(self.dispatcher.dataverse, spec, since=since)
 
     def event_hub_batch(self, events: Sequence[Any]) -> tuple[list[DataverseEvent], str | None]:
         """Events of one `cardinality="many"` invocation with their application properties,

@@ -54,6 +54,10 @@ class Settings:
     # shared by every instance; the default in Azure) or "memory" (one process; tests, demo).
     idempotency_store: str = "memory"
     idempotency_table: str = "dataverseidempotency"
+    # The environment file (infra/environments/<name>.toml) the health monitor checks.
+    environment_name: str | None = None
+    # How far back the health monitor looks for failed posts (a little more than its schedule).
+    health_lookback_minutes: int = 20
     # Trigger entities; a trigger whose setting is empty is not registered.
     queue_name: str | None = None
     topic_name: str | None = None
@@ -104,6 +108,8 @@ class Settings:
                 text("IDEMPOTENCY_STORE"), in_azure=text("WEBSITE_INSTANCE_ID") is not None
             ),
             idempotency_table=text("IDEMPOTENCY_TABLE") or "dataverseidempotency",
+            environment_name=text("DATAVERSE_ENVIRONMENT"),
+            health_lookback_minutes=int(number("HEALTH_LOOKBACK_MINUTES", 20)),
             queue_name=text("DATAVERSE_QUEUE_NAME"),
             topic_name=text("DATAVERSE_TOPIC_NAME"),
             subscription_name=text("DATAVERSE_SUBSCRIPTION_NAME"),

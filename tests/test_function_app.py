@@ -24,6 +24,7 @@ from shared.errors import TransientError
 from shared.eventhub import BatchNeedsRetry
 from shared.idempotency import InMemoryIdempotencyStore
 from shared.poison import InMemoryPoisonStore, ParkedEvent
+from shared.registration import load_environment
 from shared.routing import Router
 from shared.servicebus import RedeliveryRequested, SettlementFailed, handle_message
 from shared.settings import Settings
@@ -41,12 +42,19 @@ TRIGGER_SETTINGS = {
     "DATAVERSE_EVENT_HUB_CONSUMER_GROUP": "$Default",
     "ALLOWED_ORGANIZATIONS": ORGANIZATION_ID,
     "HOUSEKEEPING_SCHEDULE": "0 30 3 * * *",
+    "DATAVERSE_ENVIRONMENT": "dev",
+    "HEALTH_SCHEDULE": "0 */15 * * * *",
 }
 
 
 def fresh_function_app(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> ModuleType:
     """Import function_app as the host does at indexing, with these app settings."""
-    for name in (*TRIGGER_SETTINGS, "WEBSITE_INSTANCE_ID", "AzureWebJobsStorage"):
+    for name in (
+        *TRIGGER_SETTINGS,
+        "WEBSITE_INSTANCE_ID",
+        "AzureWebJobsStorage",
+        "DATAVERSE_ENVIRONMENT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
@@ -86,6 +94,7 @@ def test_indexing_lists_the_three_triggers_with_the_host_binding_json(
         "dataverse_topic",
         "dataverse_event_hub",
         "dataverse_housekeeping",
+        "dataverse_health",
     }
 
     (queue,) = json.loads(functions["dataverse_queue"].get_function_json())["bindings"]
@@ -421,3 +430,25 @@ async def test_a_failing_row_is_retried_then_parked_on_the_last_attempt(
         [str(UUID(int=1002)), str(UUID(int=1003))]
     )
     assert {p.reason for p in parked} == {"RetriesExhausted"}
+
+
+async def test_the_health_timer_checks_the_environment_file(
+    app_module: ModuleType, dataverse: DataverseClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.registration import environment, sas_key
+    from tools.endpoints import reconcile
+
+    registered = environment()
+    async with emulated_client(registered) as client:
+        await reconcile(client, load_environment("dev"), apply=True, sas_key=sas_key)
+        settings = Settings(
+            allowed_organizations=frozenset({ORGANIZATION_ID}), environment_name="dev"
+        )
+        monkeypatch.setattr(app_module, "runtime", build(settings, dataverse=client))
+        step = registered.rows("sdkmessageprocessingsteps")[0]
+        await client.update(
+            "sdkmessageprocessingsteps", step["sdkmessageprocessingstepid"], {"statecode": 1}
+        )
+        await trigger(app_module, "dataverse_health")(None)
+        results = await app_module.runtime.check_health()
+    assert [(r.check, r.target) for r in results if not r.ok] == [("step-enabled", step["name"])]

@@ -134,6 +134,9 @@ class DataverseEmulator:
         self.business_unit_id = uuid.UUID("0a1b2c3d-0000-4000-8000-000000000001")
         self.actions: dict[str, Callable[..., Any]] = {}
         self.functions: dict[str, Callable[..., Any]] = {"WhoAmI": self._who_am_i}
+        self.actions["TriggerServiceEndpointCheck"] = self._check_service_endpoint
+        # Service endpoints whose check fails as Dataverse reports an unreachable namespace.
+        self.unreachable_endpoints: set[str] = set()
         self._faults: deque[Fault] = deque()
         self._fault_rate = 0.0
         self._fault_statuses: tuple[int, ...] = (429, 503)
@@ -386,6 +389,16 @@ class DataverseEmulator:
     def _not_found(self, table: Table, key: str) -> WebApiError:
         return WebApiError(404, NOT_FOUND, f"{table.logical_name} With Ids = {key} Does Not Exist")
 
+    @staticmethod
+    def _write_only(table: Table, data: dict[str, Any]) -> dict[str, Any]:
+        """Secrets Dataverse accepts but never returns: a service endpoint's SAS key and token
+        set the read-only flags `issaskeyset` / `issastokenset` instead of being stored."""
+        if table.logical_name == "serviceendpoint":
+            for secret, flag in (("saskey", "issaskeyset"), ("sastoken", "issastokenset")):
+                if secret in data:
+                    data[flag] = bool(data.pop(secret))
+        return data
+
     def _apply_binds(
         self, payload: dict[str, Any], references: Mapping[str, tuple[str, str]]
     ) -> dict[str, Any]:
@@ -439,12 +452,14 @@ class DataverseEmulator:
         headers: Mapping[str, str],
         references: dict[str, tuple[str, str]],
     ) -> Response:
-        data = self._apply_binds(payload, references)
+        data = self._write_only(table, self._apply_binds(payload, references))
         row_id = str(data.get(table.primary_id) or uuid.uuid4()).lower()
         if self.store.get(table.entity_set, row_id) is not None:
             raise WebApiError(412, DUPLICATE, "A record with matching key values already exists.")
         now = _now()
         data.update({table.primary_id: row_id, "createdon": now, "modifiedon": now})
+        data.setdefault("statecode", 0)  # a new row is active, as in Dataverse
+        data.setdefault("statuscode", 1)
         self._check_unique_keys(table, data, row_id)
         version = self.store.put(table.entity_set, row_id, data, table.alternate_keys)
         return self._written(table, row_id, data, version, headers, created=True)
@@ -481,12 +496,14 @@ class DataverseEmulator:
         if found is None:
             if if_match is not None:
                 raise self._not_found(table, key)
-            data = self._apply_binds(payload, references)
+            data = self._write_only(table, self._apply_binds(payload, references))
             row_id = key.lower() if _GUID.fullmatch(key) else str(uuid.uuid4())
             if not _GUID.fullmatch(key):
                 data.update(_parse_key(key))
             now = _now()
             data.update({table.primary_id: row_id, "createdon": now, "modifiedon": now})
+            data.setdefault("statecode", 0)
+            data.setdefault("statuscode", 1)
             self._check_unique_keys(table, data, row_id)
             version = self.store.put(table.entity_set, row_id, data, table.alternate_keys)
             return self._written(table, row_id, data, version, headers, created=True)
@@ -500,7 +517,7 @@ class DataverseEmulator:
                 "The version of the existing record doesn't "
                 "match the RowVersion property provided.",
             )
-        data.update(self._apply_binds(payload, references))
+        data.update(self._write_only(table, self._apply_binds(payload, references)))
         data["modifiedon"] = _now()
         self._check_unique_keys(table, data, row_id)
         version = self.store.put(table.entity_set, row_id, data, table.alternate_keys)
@@ -690,6 +707,49 @@ class DataverseEmulator:
             result = self.actions[name](bound=bound, **payload)
             return Response(204) if result is None else _json_response(200, result)
         raise WebApiError(404, SEGMENT_NOT_FOUND, f"Resource not found for the segment '{name}'.")
+
+    def _check_service_endpoint(self, bound: tuple[str, str] | None = None) -> None:
+        if bound is None or bound[0] != "serviceendpoints":
+            raise WebApiError(
+                400, BAD_REQUEST, "TriggerServiceEndpointCheck is bound to a serviceendpoint"
+            )
+        found = self.store.get(*bound)
+        if found is None:
+            raise WebApiError(
+                404, NOT_FOUND, f"serviceendpoint With Ids = {bound[1]} Does Not Exist"
+            )
+        if not found[0].get("issaskeyset"):
+            raise WebApiError(
+                400, BAD_REQUEST, "The service endpoint has no SAS key: posting fails"
+            )
+        if bound[1] in self.unreachable_endpoints:
+            raise WebApiError(
+                400,
+                BAD_REQUEST,
+                "The remote service endpoint could not be reached: "
+                "401 Unauthorized (the SAS key was rejected)",
+            )
+
+    def seed_sdk_messages(self, messages: dict[str, list[str]]) -> dict[str, str]:
+        """Create sdkmessage rows and, per message, sdkmessagefilter rows for the given tables,
+        as every environment has them; returns message name -> id."""
+        ids = {}
+        for message, entities in messages.items():
+            message_id = str(uuid.uuid4())
+            self.store.put("sdkmessages", message_id, {"sdkmessageid": message_id, "name": message})
+            ids[message] = message_id
+            for entity in entities:
+                filter_id = str(uuid.uuid4())
+                self.store.put(
+                    "sdkmessagefilters",
+                    filter_id,
+                    {
+                        "sdkmessagefilterid": filter_id,
+                        "primaryobjecttypecode": entity,
+                        "_sdkmessageid_value": message_id,
+                    },
+                )
+        return ids
 
     def _who_am_i(self, bound: tuple[str, str] | None = None) -> dict[str, Any]:
         return {

@@ -1,0 +1,350 @@
+"""Service endpoints and steps as code: make Dataverse match infra/environments/<env>.toml.
+
+    python -m tools.endpoints plan  --env dev     # what would change; changes nothing
+    python -m tools.endpoints apply --env dev     # create or update, idempotently
+
+One routine does both (plan is apply without the writes), so they cannot disagree. It creates or
+updates `serviceendpoints`, `sdkmessageprocessingsteps` and `sdkmessageprocessingstepimages`,
+resolving `sdkmessages` and `sdkmessagefilters` by name, inside the environment's solution when
+one is named. It always re-applies the SAS key, because solution imports never carry it and a
+rotation in Azure leaves Dataverse posting with the old one. It refuses the .NET binary message
+format unless --allow-binary. Steps Dataverse has for an endpoint but the file does not are
+reported, never deleted.
+
+The key comes from the environment variable the file names (sas_key_env) or from Key Vault
+(sas_key_vault = "<vault>/<secret>"), read with the caller's Azure credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from shared.dataverse import DataverseClient, RequestOptions, create_client
+from shared.registration import (
+    IMAGE_TYPES,
+    EndpointSpec,
+    EnvironmentSpec,
+    SpecError,
+    StepSpec,
+    load_environment,
+)
+from shared.settings import Settings
+
+KeySource = Callable[[EndpointSpec], Awaitable[str]]
+
+
+@dataclass
+class Report:
+    """What reconciling found or did, one line per change."""
+
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        self.changes.append(line)
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+async def _first(client: DataverseClient, entity_set: str, filter_: str) -> dict[str, Any] | None:
+    async for row in client.query(entity_set, filter=filter_, top=1):
+        return row
+    return None
+
+
+def _differences(existing: dict[str, Any], desired: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {
+        column: (existing.get(column), value)
+        for column, value in desired.items()
+        if existing.get(column) != value
+    }
+
+
+def _describe(differences: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{column} {old!r} -> {new!r}" for column, (old, new) in differences.items())
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: DataverseClient,
+        spec: EnvironmentSpec,
+        *,
+        apply: bool,
+        sas_key: KeySource,
+        allow_binary: bool = False,
+    ) -> None:
+        self.client = client
+        self.spec = spec
+        self.apply = apply
+        self.sas_key = sas_key
+        self.allow_binary = allow_binary
+        self.report = Report()
+        # No tag: these writes are configuration, not data that comes back as events.
+        self.options = RequestOptions(tag="", solution_unique_name=spec.solution)
+        self._messages: dict[str, str] = {}
+
+    async def run(self) -> Report:
+        for endpoint in self.spec.endpoints:
+            if endpoint.message_format == "binary" and not self.allow_binary:
+                raise SpecError(
+                    f"endpoint {endpoint.name}: the .NET binary format is refused (the app reads "
+                    "JSON best); pass --allow-binary to register it anyway"
+                )
+        for endpoint in self.spec.endpoints:
+            await self._endpoint(endpoint)
+        return self.report
+
+    async def _endpoint(self, endpoint: EndpointSpec) -> None:
+        desired = endpoint.columns()
+        existing = await _first(
+            self.client, "serviceendpoints", f"name eq '{_quote(endpoint.name)}'"
+        )
+        endpoint_id: UUID | None = None
+        if existing is None:
+            self.report.add(
+                f"+ serviceendpoint {endpoint.name} ({endpoint.contract} {endpoint.namespace}/"
+                f"{endpoint.path}, {endpoint.message_format})"
+            )
+            if self.apply:
+                key = await self.sas_key(endpoint)
+                endpoint_id = await self.client.create(
+                    "serviceendpoints", {**desired, "saskey": key}, options=self.options
+                )
+        else:
+            endpoint_id = UUID(existing["serviceendpointid"])
+            differences = _differences(existing, desired)
+            if differences:
+                self.report.add(f"~ serviceendpoint {endpoint.name}: {_describe(differences)}")
+                if self.apply:
+                    await self.client.update(
+                        "serviceendpoints",
+                        endpoint_id,
+                        {column: new for column, (_, new) in differences.items()},
+                        options=self.options,
+                    )
+            # Always: imports and rotations leave Dataverse with no key or an old one.
+            self.report.notes.append(f"= serviceendpoint {endpoint.name}: SAS key re-applied")
+            if self.apply:
+                key = await self.sas_key(endpoint)
+                await self.client.update(
+                    "serviceendpoints", endpoint_id, {"saskey": key}, options=self.options
+                )
+        existing_steps: dict[str, dict[str, Any]] = {}
+        if existing is not None and endpoint_id is not None:
+            async for row in self.client.query(
+                "sdkmessageprocessingsteps", filter=f"_eventhandler_value eq {endpoint_id}"
+            ):
+                existing_steps[row["name"]] = row
+        wanted = set()
+        for step in endpoint.steps:
+            name = step.name(endpoint.name)
+            wanted.add(name)
+            await self._step(endpoint, endpoint_id, step, existing_steps.get(name))
+        for name in sorted(set(existing_steps) - wanted):
+            self.report.notes.append(
+                f"! step '{name}' is registered but not in the file (left as is)"
+            )
+
+    async def _message_id(self, message: str) -> str:
+        if message not in self._messages:
+            found = await _first(self.client, "sdkmessages", f"name eq '{_quote(message)}'")
+            if found is None:
+                raise SpecError(f"Dataverse has no message {message!r}")
+            self._messages[message] = found["sdkmessageid"]
+        return self._messages[message]
+
+    async def _step(
+        self,
+        endpoint: EndpointSpec,
+        endpoint_id: UUID | None,
+        step: StepSpec,
+        existing: dict[str, Any] | None,
+    ) -> None:
+        name = step.name(endpoint.name)
+        desired: dict[str, Any] = {
+            "name": name,
+            "stage": step.stage,
+            "mode": step.mode,
+            "rank": step.rank,
+            "supporteddeployment": 0,  # server only
+            "asyncautodelete": step.mode == 1,  # keep failed jobs for the health check
+            "filteringattributes": ",".join(step.filtering_attributes) or None,
+            "statecode": 0,  # enabled: a disabled step is re-enabled
+            "statuscode": 1,
+        }
+        step_id: UUID | None = None
+        if existing is None:
+            filtering = (
+                f", filtering {desired['filteringattributes']}" if step.filtering_attributes else ""
+            )
+            self.report.add(f"+ step '{name}' (stage {step.stage}, mode {step.mode}{filtering})")
+            if self.apply:
+                assert endpoint_id is not None
+                message_id = await self._message_id(step.message)
+                binds = {
+                    "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint_id})",
+                    "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
+                }
+                message_filter = await _first(
+                    self.client,
+                    "sdkmessagefilters",
+                    f"_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq "
+                    f"'{_quote(step.entity)}'",
+                )
+                if message_filter is not None:
+                    binds["sdkmessagefilterid@odata.bind"] = (
+                        f"/sdkmessagefilters({message_filter['sdkmessagefilterid']})"
+                    )
+                elif step.entity != "none":
+                    raise SpecError(f"Dataverse has no {step.message} message for {step.entity}")
+                state = {key: desired.pop(key) for key in ("statecode", "statuscode")}
+                step_id = await self.client.create(
+                    "sdkmessageprocessingsteps", {**desired, **binds}, options=self.options
+                )
+                desired.update(state)
+        else:
+            step_id = UUID(existing["sdkmessageprocessingstepid"])
+            differences = _differences(existing, desired)
+            if differences:
+                self.report.add(f"~ step '{name}': {_describe(differences)}")
+                if self.apply:
+                    await self.client.update(
+                        "sdkmessageprocessingsteps",
+                        step_id,
+                        {column: new for column, (_, new) in differences.items()},
+                        options=self.options,
+                    )
+        await self._images(name, step, step_id, existing is not None)
+
+    async def _images(
+        self, step_name: str, step: StepSpec, step_id: UUID | None, step_existed: bool
+    ) -> None:
+        existing: dict[str, dict[str, Any]] = {}
+        if step_existed and step_id is not None:
+            async for row in self.client.query(
+                "sdkmessageprocessingstepimages",
+                filter=f"_sdkmessageprocessingstepid_value eq {step_id}",
+            ):
+                existing[row["name"]] = row
+        for image in step.images:
+            desired = {
+                "name": image.name,
+                "entityalias": image.name,
+                "imagetype": IMAGE_TYPES[image.type],
+                "messagepropertyname": "Id" if step.message == "Create" else "Target",
+                "attributes": ",".join(image.attributes) or None,
+            }
+            found = existing.get(image.name)
+            if found is None:
+                self.report.add(f"+ image {image.name} on '{step_name}' ({image.type})")
+                if self.apply and step_id is not None:
+                    await self.client.create(
+                        "sdkmessageprocessingstepimages",
+                        {
+                            **desired,
+                            "sdkmessageprocessingstepid@odata.bind": (
+                                f"/sdkmessageprocessingsteps({step_id})"
+                            ),
+                        },
+                        options=self.options,
+                    )
+                continue
+            differences = _differences(found, desired)
+            if differences:
+                self.report.add(f"~ image {image.name} on '{step_name}': {_describe(differences)}")
+                if self.apply:
+                    await self.client.update(
+                        "sdkmessageprocessingstepimages",
+                        UUID(found["sdkmessageprocessingstepimageid"]),
+                        {column: new for column, (_, new) in differences.items()},
+                        options=self.options,
+                    )
+
+
+async def key_from_configuration(endpoint: EndpointSpec) -> str:
+    """The SAS key from the environment variable the file names, or from Key Vault."""
+    if endpoint.sas_key_env:
+        key = os.environ.get(endpoint.sas_key_env, "")
+        if not key:
+            raise SpecError(
+                f"endpoint {endpoint.name}: environment variable {endpoint.sas_key_env} is empty"
+            )
+        return key
+    assert endpoint.sas_key_vault is not None
+    vault, _, secret = endpoint.sas_key_vault.partition("/")
+    from azure.identity.aio import DefaultAzureCredential
+
+    async with DefaultAzureCredential() as credential:
+        token = await credential.get_token("https://vault.azure.net/.default")
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"https://{vault}.vault.azure.net/secrets/{secret}",
+            params={"api-version": "7.4"},
+            headers={"Authorization": f"Bearer {token.token}"},
+        )
+    if response.status_code != 200:
+        raise SpecError(
+            f"endpoint {endpoint.name}: Key Vault {vault} answered {response.status_code} for "
+            f"secret {secret}"
+        )
+    value: str = response.json()["value"]
+    return value
+
+
+async def reconcile(
+    client: DataverseClient,
+    spec: EnvironmentSpec,
+    *,
+    apply: bool,
+    sas_key: KeySource = key_from_configuration,
+    allow_binary: bool = False,
+) -> Report:
+    return await Reconciler(
+        client, spec, apply=apply, sas_key=sas_key, allow_binary=allow_binary
+    ).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Service endpoints and steps as code.")
+    parser.add_argument("command", choices=["plan", "apply"])
+    parser.add_argument("--env", required=True, help="infra/environments/<env>.toml")
+    parser.add_argument("--allow-binary", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_environment(args.env)
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    async def run() -> Report:
+        async with create_client(Settings(dataverse_url=spec.dataverse_url)) as client:
+            return await reconcile(
+                client, spec, apply=args.command == "apply", allow_binary=args.allow_binary
+            )
+
+    try:
+        report = asyncio.run(run())
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    verb = "applied" if args.command == "apply" else "to apply"
+    print(f"{spec.name} ({spec.dataverse_url}): {len(report.changes)} changes {verb}")
+    for line in [*report.changes, *report.notes]:
+        print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

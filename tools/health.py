@@ -1,0 +1,52 @@
+"""Check that Dataverse still posts to this app, for a pipeline or an operator.
+
+    python -m tools.health --env dev [--since-minutes 60] [--dead-letters]
+
+Prints one line per check (see shared/health.py) and exits 1 when any fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime, timedelta
+
+from shared.dataverse import create_client
+from shared.health import run_checks, service_bus_dead_letters
+from shared.registration import SpecError, load_environment
+from shared.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Dataverse event delivery health checks.")
+    parser.add_argument("--env", required=True, help="infra/environments/<env>.toml")
+    parser.add_argument("--since-minutes", type=int, default=60, help="failed jobs since")
+    parser.add_argument("--dead-letters", action="store_true", help="count dead letters too")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_environment(args.env)
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    async def run() -> list[str]:
+        since = datetime.now(UTC) - timedelta(minutes=args.since_minutes)
+        async with create_client(Settings(dataverse_url=spec.dataverse_url)) as client:
+            results = await run_checks(
+                client,
+                spec,
+                since=since,
+                dead_letters=service_bus_dead_letters if args.dead_letters else None,
+            )
+        return [result.line() for result in results] + [
+            "FAILED" if any(not result.ok for result in results) else "healthy"
+        ]
+
+    lines = asyncio.run(run())
+    print("\n".join(lines))
+    return 1 if lines[-1] == "FAILED" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
