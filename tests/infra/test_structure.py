@@ -1,0 +1,236 @@
+"""The infrastructure, settings and pipelines agree with the code.
+
+Bicep cannot be compiled on our machines, so these tests read it as text: every app setting the
+code reads is set by the template and listed in local.settings.json.example; the app identity's
+roles are exactly those its triggers and stores need; no secret leaves the deployment; the
+workflows pass actionlint and every pipeline file parses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BICEP = (ROOT / "infra" / "main.bicep").read_text()
+ENVIRONMENTS = ("dev", "test", "prod")
+
+# Settings the host provides, or that have an identity-based twin in Azure.
+PROVIDED_BY_HOST = {"WEBSITE_INSTANCE_ID"}
+ALTERNATIVES = {
+    "AzureWebJobsStorage": "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__accountName": "AzureWebJobsStorage",
+}
+
+
+def settings_read_by_code() -> set[str]:
+    names: set[str] = set()
+    for path in [ROOT / "function_app.py", *(ROOT / "shared").rglob("*.py")]:
+        source = path.read_text()
+        names.update(re.findall(r'\b(?:text|number)\("([A-Za-z_]+)"', source))
+        names.update(re.findall(r'environ\.get\("([A-Za-z_]+)"', source))
+        names.update(re.findall(r'"%([A-Za-z_]+)%"', source))
+        names.update(re.findall(r'connection="([A-Za-z]+)"', source))
+    return names
+
+
+def bicep_app_settings() -> set[str]:
+    block = BICEP[BICEP.index("appSettings: [") :]
+    block = block[: block.index("\n      ]")]
+    return set(re.findall(r"name: '([A-Za-z_]+)'", block))
+
+
+def example_settings() -> set[str]:
+    return set(json.loads((ROOT / "local.settings.json.example").read_text())["Values"])
+
+
+def satisfied(name: str, available: set[str]) -> bool:
+    if name in available or ALTERNATIVES.get(name) in available:
+        return True
+    # A connection name is satisfied by its identity-based settings.
+    return any(setting.startswith(f"{name}__") for setting in available)
+
+
+def test_the_scan_finds_the_settings() -> None:
+    found = settings_read_by_code()
+    assert {
+        "DATAVERSE_URL",
+        "ALLOWED_ORGANIZATIONS",
+        "DATAVERSE_QUEUE_NAME",
+        "ServiceBusConnection",
+        "EventHubConnection",
+        "HEALTH_SCHEDULE",
+        "IDEMPOTENCY_STORE",
+    } <= found
+
+
+def test_every_setting_the_code_reads_is_set_by_the_infrastructure() -> None:
+    missing = sorted(
+        name
+        for name in settings_read_by_code() - PROVIDED_BY_HOST
+        if not satisfied(name, bicep_app_settings())
+    )
+    assert missing == []
+
+
+def test_every_setting_the_code_reads_is_in_the_local_settings_example() -> None:
+    missing = sorted(
+        name
+        for name in settings_read_by_code() - PROVIDED_BY_HOST
+        if not satisfied(name, example_settings())
+    )
+    assert missing == []
+
+
+def role_assignments() -> list[dict[str, str]]:
+    found = []
+    for match in re.finditer(
+        r"resource (\w+) 'Microsoft\.Authorization/roleAssignments@[^']+' = "
+        r"(?:if \([^)]*\) )?\{(.*?)\n\}",
+        BICEP,
+        re.S,
+    ):
+        body = match.group(2)
+        found.append(
+            {
+                "name": match.group(1),
+                "scope": re.search(r"scope: (\w+)", body).group(1),  # type: ignore[union-attr]
+                "role": re.search(r"roles\.(\w+)", body).group(1),  # type: ignore[union-attr]
+                "principal": re.search(r"principalId: ([\w.]+)", body).group(1),  # type: ignore[union-attr]
+            }
+        )
+    return found
+
+
+def test_the_app_identity_has_exactly_the_roles_its_triggers_and_stores_need() -> None:
+    app_roles = {
+        (assignment["scope"], assignment["role"])
+        for assignment in role_assignments()
+        if assignment["principal"] == "identity.properties.principalId"
+    }
+    assert app_roles == {
+        ("queue", "serviceBusDataReceiver"),  # the queue trigger
+        ("subscription", "serviceBusDataReceiver"),  # the topic trigger
+        ("hub", "eventHubsDataReceiver"),  # the Event Hub trigger
+        ("storage", "storageBlobDataOwner"),  # host state, checkpoints, package, poison store
+        ("storage", "storageQueueDataContributor"),  # host internals
+        ("storage", "storageTableDataContributor"),  # idempotency claims and watermarks
+        ("insights", "monitoringMetricsPublisher"),  # telemetry with Entra authentication
+    }
+    source = (ROOT / "function_app.py").read_text()
+    assert "service_bus_queue_trigger" in source
+    assert "service_bus_topic_trigger" in source
+    assert "event_hub_message_trigger" in source
+
+
+def test_role_ids_are_the_built_in_definitions() -> None:
+    ids = dict(re.findall(r"\n  (\w+): '([0-9a-f-]{36})'", BICEP))
+    assert ids["serviceBusDataReceiver"] == "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
+    assert ids["storageBlobDataOwner"] == "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+    assert {assignment["role"] for assignment in role_assignments()} <= set(ids)
+
+
+def test_no_secret_leaves_the_deployment() -> None:
+    outputs = re.findall(r"^output .*$", BICEP, re.M)
+    assert outputs
+    leaks = r"listKeys|primaryKey|secondaryKey|ConnectionString|secrets|sendKey"
+    assert not any(re.search(leaks, line) for line in outputs), outputs
+    for line in BICEP.splitlines():
+        if "listKeys()" in line:
+            assert "value:" in line  # only ever the value of a Key Vault secret
+    assert BICEP.count("rights: [ 'Send' ]") == 3  # Dataverse's rules can send, nothing else
+    assert "'Listen'" not in BICEP
+    assert "'Manage'" not in BICEP
+
+
+def test_every_parameter_is_used_and_every_environment_sets_the_required_ones() -> None:
+    params = re.findall(r"^param (\w+) \w+( = .*)?$", BICEP, re.M)
+    for name, _ in params:
+        assert len(re.findall(rf"\b{name}\b", BICEP)) > 1, f"param {name} is never used"
+    required = {name for name, default in params if not default}
+    for environment in ENVIRONMENTS:
+        text = (ROOT / "infra" / "environments" / f"{environment}.bicepparam").read_text()
+        assert "using '../main.bicep'" in text
+        assigned = set(re.findall(r"^param (\w+) =", text, re.M))
+        assert required <= assigned, f"{environment} misses {required - assigned}"
+        assert assigned <= {name for name, _ in params}
+
+
+def test_environment_files_name_the_resources_the_infrastructure_creates() -> None:
+    for environment in ENVIRONMENTS:
+        params = (ROOT / "infra" / "environments" / f"{environment}.bicepparam").read_text()
+        base = re.search(r"param baseName = '([^']+)'", params).group(1)  # type: ignore[union-attr]
+        spec = tomllib.loads((ROOT / "infra" / "environments" / f"{environment}.toml").read_text())
+        for endpoint in spec["endpoints"]:
+            assert endpoint["namespace"] == f"sb-{base}"
+            assert endpoint["sas_key_vault"] == f"kv-{base}/dataverse-send-key"
+            assert endpoint["sas_key_name"] == "dataverse-send"
+        url = re.search(r"param dataverseUrl = '([^']+)'", params).group(1)  # type: ignore[union-attr]
+        assert spec["dataverse_url"] == url
+
+
+PIPELINES = [
+    *sorted((ROOT / ".github" / "workflows").glob("*.yml")),
+    ROOT / "azure-pipelines.yml",
+    ROOT / ".azure-pipelines" / "deploy-environment.yml",
+]
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda path: path.name)
+def test_pipeline_files_parse(path: Path) -> None:
+    assert isinstance(yaml.safe_load(path.read_text()), dict)
+
+
+def test_workflows_pass_actionlint() -> None:
+    actionlint = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
+    if not Path(actionlint).exists():
+        pytest.fail("actionlint is not installed (requirements-dev.txt)")
+    workflows = sorted(str(path) for path in (ROOT / ".github" / "workflows").glob("*.yml"))
+    result = subprocess.run([actionlint, *workflows], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_use_federation_and_no_secrets() -> None:
+    for path in (ROOT / ".github" / "workflows").glob("*.yml"):
+        assert "secrets." not in path.read_text(), path.name
+    deploy = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy-environment.yml").read_text())
+    assert deploy["permissions"]["id-token"] == "write"
+    steps = deploy["jobs"]["deploy"]["steps"]
+    commands = " ".join(step.get("run", "") for step in steps)
+    assert "tools.endpoints apply" in commands
+    assert "tools.health" in commands
+    assert deploy["jobs"]["deploy"]["environment"] == "${{ inputs.environment }}"
+
+
+def test_both_pipelines_deploy_every_environment_in_order() -> None:
+    github = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())["jobs"]
+    assert [
+        github[job]["with"]["environment"] for job in ("dev", "test-environment", "prod")
+    ] == list(ENVIRONMENTS)
+    assert github["prod"]["needs"] == "test-environment"
+    devops = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())["stages"]
+    templates = [stage["parameters"] for stage in devops if "template" in stage]
+    assert [t["environment"] for t in templates] == list(ENVIRONMENTS)
+    assert [t["dependsOn"] for t in templates] == ["Package", "Deploy_dev", "Deploy_test"]
+
+
+def test_the_package_holds_the_app_and_its_environment_files_only() -> None:
+    from tools import package
+
+    files = package.files_to_package(ROOT)
+    assert "function_app.py" in files
+    assert "host.json" in files
+    assert "requirements.txt" in files
+    assert "infra/environments/dev.toml" in files
+    assert not any(
+        path.startswith(("tests/", "tools/", ".github/", "benchmarks/")) for path in files
+    )
+    assert not any(path.endswith((".bicep", ".bicepparam", ".md")) for path in files)

@@ -1,0 +1,57 @@
+"""Zip the function app as Azure builds it remotely: the tracked files minus .funcignore.
+
+    python tools/package.py app.zip
+
+Standard library only, so a pipeline can run it before installing anything. Azure installs
+requirements.txt during the remote build (Flex Consumption, Python 3.11).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ignored_patterns(root: Path = ROOT) -> list[str]:
+    lines = (root / ".funcignore").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def is_ignored(path: str, patterns: list[str]) -> bool:
+    parts = path.split("/")
+    for pattern in patterns:
+        # A pattern names a file or folder at any depth ("tests"), or a path ("infra/*.bicep").
+        if fnmatch.fnmatch(path, pattern) or any(
+            fnmatch.fnmatch("/".join(parts[: depth + 1]), pattern) for depth in range(len(parts))
+        ):
+            return True
+        if "/" not in pattern and any(fnmatch.fnmatch(part, pattern) for part in parts):
+            return True
+    return False
+
+
+def files_to_package(root: Path = ROOT) -> list[str]:
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.split()
+    patterns = ignored_patterns(root)
+    return sorted(path for path in tracked if not is_ignored(path, patterns))
+
+
+def main(argv: list[str]) -> int:
+    target = Path(argv[1] if len(argv) > 1 else "app.zip")
+    files = files_to_package()
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            archive.write(ROOT / path, path)
+    print(f"{target}: {len(files)} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
