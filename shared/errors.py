@@ -33,10 +33,10 @@ class InvalidMessage(PermanentError):
             "InvalidEncoding",
             "InvalidJson",
             "InvalidXml",
+            "InvalidBinaryXml",
             "NotAnExecutionContext",
             "InvalidValue",
             "TooDeep",
-            "UnsupportedFormat",
         }
     )
 

@@ -262,9 +262,12 @@ async def test_a_throttled_write_is_abandoned_for_redelivery(
     assert emulator.rows("tasks") == []
 
 
-async def test_a_binary_body_is_dead_lettered_with_advice(
-    app_module: ModuleType, runtime: Runtime
+async def test_a_binary_body_from_a_default_endpoint_is_handled(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
 ) -> None:
+    """.NET binary is the default format of a service endpoint: read natively, no re-register."""
+    account_id = UUID("acc00000-0000-4000-8000-000000000001")
+    await runtime.dispatcher.dataverse.upsert("accounts", account_id, {"name": "Northwind Traders"})
     message = sdk_service_bus_message(
         context_bytes("account-create.msbin1"),
         properties=claims(),
@@ -272,9 +275,24 @@ async def test_a_binary_body_is_dead_lettered_with_advice(
     )
     actions = RecordingActions()
     await trigger(app_module, "dataverse_queue")(message, actions)
+    assert actions.settlements == ["complete"]
+    (task,) = emulator.rows("tasks")
+    assert task["subject"] == "Welcome Northwind Traders"
+
+
+async def test_a_corrupted_binary_body_is_dead_lettered_with_its_reason(
+    app_module: ModuleType, runtime: Runtime
+) -> None:
+    message = sdk_service_bus_message(
+        context_bytes("account-create.msbin1")[:300],
+        properties=claims(),
+        content_type="application/msbin1",
+    )
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_queue")(message, actions)
     assert actions.settlements == ["deadletter"]
-    assert actions.calls[0][2]["reason"] == "UnsupportedFormat"
-    assert "JSON" in actions.calls[0][2]["description"]
+    assert actions.calls[0][2]["reason"] == "InvalidBinaryXml"
+    assert "the body has fewer" in actions.calls[0][2]["description"]
 
 
 async def test_a_failed_settlement_fails_the_invocation(

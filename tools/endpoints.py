@@ -100,7 +100,8 @@ class Reconciler:
             if endpoint.message_format == "binary" and not self.allow_binary:
                 raise SpecError(
                     f"endpoint {endpoint.name}: the .NET binary format is refused (the app reads "
-                    "JSON best); pass --allow-binary to register it anyway"
+                    "it, but JSON is smaller, faster to decode and readable by any consumer); "
+                    "pass --allow-binary to register it anyway"
                 )
         for endpoint in self.spec.endpoints:
             await self._endpoint(endpoint)

@@ -3,15 +3,17 @@
     context = parse_context(body, content_type)
 
 The content type picks the reader: `application/json` (DataContractJsonSerializer),
-`application/xml` (DataContractSerializer) or `application/msbin1` (.NET binary XML). Without a
-usable content type the body itself tells JSON from XML from binary. Anything that is not a
-readable context raises `InvalidMessage` with a reason code; nothing else escapes.
+`application/xml` (DataContractSerializer) or `application/msbin1` (.NET binary XML, Dataverse's
+default). Without a usable content type the body itself tells JSON from XML from binary. XML and
+binary share one walk over the XML infoset; all three share one path for values. Anything that
+is not a readable context raises `InvalidMessage` with a reason code; nothing else escapes.
 """
 
 from __future__ import annotations
 
 from shared.errors import InvalidMessage
 
+from .binary_reader import read_binary
 from .execution import RemoteExecutionContext, from_tree
 from .json_reader import read_json
 from .types import (
@@ -27,7 +29,7 @@ from .types import (
     Relationship,
     UnknownValue,
 )
-from .xml_reader import read_xml
+from .xml_reader import read_element, read_xml
 
 __all__ = [
     "AliasedValue",
@@ -93,13 +95,9 @@ def parse_context(body: bytes | str, content_type: str | None = None) -> RemoteE
     if not data[:256].strip(_WHITESPACE) and not data.strip(_WHITESPACE):
         raise InvalidMessage("EmptyBody", "the message body is empty")
     kind = message_format(data, content_type)
-    if kind == "binary":
-        raise InvalidMessage(
-            "UnsupportedFormat",
-            "the body is .NET binary XML (application/msbin1), which this app does not read "
-            "yet: register the service endpoint with message format JSON (messageformat = 2)",
-        )
     if kind == "json":
         tree, exact = read_json(data)
         return from_tree(tree, exact)
+    if kind == "binary":
+        return from_tree(read_element(read_binary(data)))
     return from_tree(read_xml(data))

@@ -114,6 +114,11 @@ def read_xml(body: bytes) -> Any:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as error:
         raise InvalidMessage("InvalidXml", f"the body is not well-formed XML: {error}") from None
+    return read_element(root)
+
+
+def read_element(root: ElementTree.Element) -> Any:
+    """The neutral tree of a context's root element, however it was read (text or binary)."""
     name = _local(root.tag)
     if name != "RemoteExecutionContext":
         raise InvalidMessage(

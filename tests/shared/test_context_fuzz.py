@@ -15,6 +15,7 @@ from tests.conftest import CONTEXTS
 BODIES = [path.read_bytes() for path in sorted(CONTEXTS.glob("*.json"))] + [
     path.read_bytes() for path in sorted(CONTEXTS.glob("*.xml"))
 ]
+BINARY = [path.read_bytes() for path in sorted(CONTEXTS.glob("*.msbin1"))]
 TREES = [json.loads(path.read_bytes()) for path in sorted(CONTEXTS.glob("*.json"))]
 
 fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -103,3 +104,45 @@ def test_structural_mutations_raise_only_invalid_message(
         holder = holder[step]
     holder[path[-1]] = replacement
     decode_fully(json.dumps(tree).encode())
+
+
+@settings(max_examples=400, deadline=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(BINARY), st.data())
+def test_binary_mutations_raise_only_invalid_message_quickly(
+    body: bytes, data: st.DataObject
+) -> None:
+    """Flipped bytes land on record types, lengths, counts and dictionary ids alike; each
+    example must finish within the deadline (no runaway loop, no huge allocation)."""
+    mutated = bytearray(body)
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        action = data.draw(st.sampled_from(["flip", "delete", "insert", "truncate"]))
+        if action == "flip":
+            mutated[position] = data.draw(st.integers(0, 255))
+        elif action == "delete":
+            del mutated[position]
+        elif action == "insert":
+            mutated[position:position] = data.draw(st.binary(min_size=1, max_size=5))
+        else:
+            del mutated[position:]
+        if not mutated:
+            break
+    decode_fully(bytes(mutated), data.draw(st.sampled_from([None, "application/msbin1"])))
+
+
+def test_hostile_binary_lengths_allocate_nothing_large() -> None:
+    import tracemalloc
+
+    hostile = [
+        b"\x40\x01a\x9d\xff\xff\xff\x7f",  # Chars32Text claiming 2 GiB
+        b"\x40\x01a\xa3\xff\xff\xff\x7f",  # Bytes32Text claiming 2 GiB
+        b"\x03\x40\x01i\x01\x8f\xff\xff\xff\xff\x07",  # an Array of 2^31 Int64 values
+        b"\x40\xff\xff\xff\xff\x07",  # an element name of 2^31 bytes
+        b"\x40\x01a" + b"\xa4" * 100_000,  # lists that never end
+    ]
+    tracemalloc.start()
+    for body in hostile:
+        decode_fully(body, "application/msbin1")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024

@@ -36,14 +36,14 @@ def binary_event(sequence: int) -> DataverseEvent:
 
 
 async def test_parked_events_keep_their_exact_bytes_and_properties(store: BlobPoisonStore) -> None:
-    name = await store.park(binary_event(5), "UnsupportedFormat", "register as JSON", "3")
+    name = await store.park(binary_event(5), "InvalidBinaryXml", "register as JSON", "3")
     assert name == "eventhub/3/5@500.json"
     parked = await store.get(name)
     assert parked.body == context_bytes("account-create.msbin1")
     assert parked.content_type == "application/msbin1"
     assert parked.properties == claims()
     assert (parked.reason, parked.description, parked.partition) == (
-        "UnsupportedFormat",
+        "InvalidBinaryXml",
         "register as JSON",
         "3",
     )

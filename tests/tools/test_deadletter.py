@@ -75,7 +75,7 @@ async def test_parked_events_become_event_hub_events_unchanged() -> None:
         transport="eventhub",
         position="5@500",
     )
-    name = await store.park(event, "UnsupportedFormat", "register as JSON", "1")
+    name = await store.park(event, "InvalidBinaryXml", "truncated", "1")
     data = event_of(await store.get(name))
     assert data.body_as_str(encoding="latin-1").encode("latin-1") == context_bytes(
         "account-create.msbin1"

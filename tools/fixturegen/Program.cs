@@ -1,6 +1,8 @@
 // Reads each JSON fixture named on the command line with DataContractJsonSerializer (the
 // serializer Dataverse uses for the JSON format) and writes the same context beside it as
-// DataContractSerializer XML (.xml) and as .NET Binary XML (.msbin1).
+// DataContractSerializer XML (.xml), as .NET Binary XML (.msbin1), and as .NET Binary XML with
+// dictionary strings and typed values (.dictionary.msbin1, see Transcode.cs). With
+// --dictionary PATH it first writes that dictionary as a Python module.
 using System;
 using System.Collections.Generic;
 using System.IO;
@@ -15,7 +17,14 @@ namespace FixtureGen
     {
         static int Main(string[] args)
         {
-            foreach (var path in args)
+            var dictionary = StaticDictionary.Load();
+            int first = 0;
+            if (args.Length > 1 && args[0] == "--dictionary")
+            {
+                StaticDictionary.WritePython(dictionary, args[1]);
+                first = 2;
+            }
+            foreach (var path in args.Skip(first))
             {
                 RemoteExecutionContext context;
                 using (var input = File.OpenRead(path))
@@ -29,7 +38,8 @@ namespace FixtureGen
                 using (var output = File.Create(stem + ".msbin1"))
                 using (var writer = XmlDictionaryWriter.CreateBinaryWriter(output))
                     serializer.WriteObject(writer, context);
-                Console.WriteLine("wrote " + stem + ".xml and .msbin1");
+                Transcode.Run(stem + ".xml", stem + ".dictionary.msbin1", dictionary);
+                Console.WriteLine("wrote " + stem + ".xml, .msbin1 and .dictionary.msbin1");
             }
             return 0;
         }

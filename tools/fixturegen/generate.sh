@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Rebuilds tests/fixtures/contexts/*.xml and *.msbin1 from the JSON fixtures with Microsoft's
-# own serializers (Mono's System.Runtime.Serialization is the .NET Framework reference source).
-# Needs Debian's mono-mcs and libmono-system-runtime-serialization4.0-cil; the tests do not.
+# Rebuilds tests/fixtures/contexts/*.xml, *.msbin1 and *.dictionary.msbin1 from the JSON
+# fixtures with Microsoft's own serializers (Mono's System.Runtime.Serialization is the .NET
+# Framework reference source), and shared/context/nbfs.py, the static dictionary of binary XML.
+# Needs Debian's mono-mcs, libmono-system-runtime-serialization4.0-cil and
+# libmono-system-servicemodel4.0a-cil; the tests do not.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 mcs -nologo -out:"$build/fixturegen.exe" -r:System.Runtime.Serialization.dll -r:System.Xml.dll \
-    "$here/Contracts.cs" "$here/Program.cs"
-mono "$build/fixturegen.exe" "$root"/tests/fixtures/contexts/*.json
+    "$here/Contracts.cs" "$here/Program.cs" "$here/Dictionary.cs" "$here/Transcode.cs"
+mono "$build/fixturegen.exe" --dictionary "$root/shared/context/nbfs.py" \
+    "$root"/tests/fixtures/contexts/*.json
