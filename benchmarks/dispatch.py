@@ -34,16 +34,10 @@ from shared.poison import InMemoryPoisonStore
 from shared.routing import Router
 from shared.settings import Settings
 from tests.conftest import CONTEXTS
-from tools.emulator import DataverseEmulator
+from tools.emulator import AnyToken, DataverseEmulator
 
 ORGANIZATION = "0f000000-0000-4000-8000-0000000000aa"
 SETTINGS = Settings(allowed_organizations=frozenset({ORGANIZATION}))
-
-
-class _Token(httpx.Auth):
-    async def async_auth_flow(self, request: httpx.Request) -> Any:
-        request.headers["Authorization"] = "Bearer benchmark"
-        yield request
 
 
 def variants(copies: int) -> list[bytes]:
@@ -68,7 +62,7 @@ async def overhead(copies: int, rounds: int) -> float:
         return None
 
     bodies = variants(copies)
-    unused_client = DataverseClient("https://contoso.crm.dynamics.com", auth=_Token())
+    unused_client = DataverseClient("https://contoso.crm.dynamics.com", auth=AnyToken())
     best_base = best_dispatch = float("inf")
     for _ in range(rounds):
         values.clear_caches()
@@ -111,7 +105,7 @@ async def event_hub(events_count: int, rows: int, latency: float) -> tuple[float
         emulator = DataverseEmulator(latency=latency)
         client = DataverseClient(
             "https://contoso.crm.dynamics.com",
-            auth=_Token(),
+            auth=AnyToken(),
             transport=httpx.ASGITransport(app=emulator),
             max_concurrency=SETTINGS.max_concurrency,
         )

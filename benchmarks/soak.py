@@ -45,7 +45,7 @@ from shared.events import DataverseEvent
 from shared.idempotency_table import TableIdempotencyStore
 from shared.routing import Router
 from shared.settings import Settings
-from tools.emulator import DataverseEmulator
+from tools.emulator import AnyToken, DataverseEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = "UseDevelopmentStorage=true"
@@ -173,12 +173,6 @@ def deliveries(
     return order
 
 
-class _Token(httpx.Auth):
-    async def async_auth_flow(self, request: httpx.Request) -> Any:
-        request.headers["Authorization"] = "Bearer soak"
-        yield request
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
@@ -278,7 +272,7 @@ async def soak(
         store = TableIdempotencyStore(TableClient.from_connection_string(AZURITE, table_name=table))
         client = DataverseClient(
             "https://contoso.crm.dynamics.com",
-            auth=_Token(),
+            auth=AnyToken(),
             transport=httpx.ASGITransport(app=emulator),
             retry=RetryPolicy(
                 budget_seconds=1.0, backoff_base_seconds=0.005, backoff_cap_seconds=0.05

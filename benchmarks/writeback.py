@@ -17,24 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any
 
 import httpx
 
 from shared.dataverse import DataverseClient, RetryPolicy
-from tools.emulator import DataverseEmulator
-
-
-class _StaticToken(httpx.Auth):
-    async def async_auth_flow(self, request: httpx.Request) -> Any:
-        request.headers["Authorization"] = "Bearer benchmark"
-        yield request
+from tools.emulator import AnyToken, DataverseEmulator
 
 
 def _client(emulator: DataverseEmulator, limit: int) -> DataverseClient:
     return DataverseClient(
         "https://contoso.crm.dynamics.com",
-        auth=_StaticToken(),
+        auth=AnyToken(),
         transport=httpx.ASGITransport(app=emulator),
         retry=RetryPolicy(budget_seconds=600),
         max_concurrency=limit,

@@ -19,7 +19,6 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -30,7 +29,7 @@ from shared.dispatch import Completed, Outcome, Retry, Skipped
 from shared.errors import InvalidMessage
 from shared.events import DataverseEvent
 from shared.settings import Settings
-from tools.emulator import DataverseEmulator
+from tools.emulator import AnyToken, DataverseEmulator
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "contexts"
 EXAMPLE_ORGANIZATION = "0f000000-0000-4000-8000-0000000000aa"
@@ -54,12 +53,6 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         query = f"?{request.url.query.decode()}" if request.url.query else ""
         self.calls.append(f"{request.method} {path}{query} -> {response.status_code}")
         return response
-
-
-class _AnyToken(httpx.Auth):
-    async def async_auth_flow(self, request: httpx.Request) -> Any:
-        request.headers["Authorization"] = "Bearer replay"
-        yield request
 
 
 def describe(outcome: Outcome) -> str:
@@ -112,7 +105,7 @@ async def replay(files: Sequence[Path], *, twice: bool, dataverse_url: str | Non
         emulator = DataverseEmulator()
         recorder = RecordingTransport(httpx.ASGITransport(app=emulator))
         client = DataverseClient(
-            "https://contoso.crm.dynamics.com", auth=_AnyToken(), transport=recorder
+            "https://contoso.crm.dynamics.com", auth=AnyToken(), transport=recorder
         )
         await seed(client, emulator, events)
         recorder.calls.clear()

@@ -26,6 +26,16 @@ _REQUIRED = ("MessageName", "PrimaryEntityName", "OrganizationId")
 
 T = TypeVar("T")
 
+# What a malformed tree makes the converters raise; InvalidMessage passes through unchanged.
+DECODE_ERRORS = (KeyError, TypeError, AttributeError, ValueError)
+
+
+def unreadable(member: str, error: Exception) -> InvalidMessage:
+    """The one wording of a decoding failure, whatever member it struck."""
+    return InvalidMessage(
+        "InvalidValue", f"{member} cannot be read: {type(error).__name__} {error}"
+    )
+
 
 class _Member(Generic[T]):
     """A header member, converted on first read; absent means .NET's default.
@@ -63,12 +73,8 @@ class _Member(Generic[T]):
             return self.default
         try:
             return self.convert(raw)
-        except InvalidMessage:
-            raise
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            raise InvalidMessage(
-                "InvalidValue", f"{self.member} cannot be read: {type(error).__name__} {error}"
-            ) from None
+        except DECODE_ERRORS as error:
+            raise unreadable(self.member, error) from None
 
 
 def _optional_entity_reference(raw: Any) -> EntityReference | None:
@@ -171,12 +177,8 @@ class RemoteExecutionContext:
             self._members = self._resolve()
             self._resolve = None
             return convert(self._members.get(member), 0)
-        except InvalidMessage:
-            raise
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            raise InvalidMessage(
-                "InvalidValue", f"{member} cannot be read: {type(error).__name__} {error}"
-            ) from None
+        except DECODE_ERRORS as error:
+            raise unreadable(member, error) from None
 
     @cached
     def input_parameters(self) -> Mapping[str, Any]:
@@ -271,9 +273,5 @@ def from_tree(
     """Build a context from a reader's neutral tree; only `InvalidMessage` escapes."""
     try:
         return RemoteExecutionContext(tree, 0, resolve)
-    except InvalidMessage:
-        raise
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
-        raise InvalidMessage(
-            "InvalidValue", f"the context header cannot be read: {type(error).__name__} {error}"
-        ) from None
+    except DECODE_ERRORS as error:
+        raise unreadable("the context header", error) from None
