@@ -205,10 +205,15 @@ class RemoteExecutionContext:
         raw = self._header.get("ParentContext")
         if raw is None or raw == "":
             return None
-        resolve = None
+        # The parent reads its collections from the same tree as this context: the exact one
+        # once this context switched to it, or whatever this context will resolve to.
+        resolve: Callable[[], Mapping[str, Any]] | None = None
         if self._resolve is not None:
             outer = self._resolve
             resolve = lambda: outer()["ParentContext"]  # noqa: E731
+        elif self._members is not self._header:
+            exact = self._members
+            resolve = lambda: exact["ParentContext"]  # noqa: E731
         return RemoteExecutionContext(raw, self._parents + 1, resolve)
 
     @property

@@ -254,3 +254,26 @@ def test_validate_decodes_everything_and_equals_a_lazy_decode(name: str) -> None
     eager = parse(name).validate()
     lazy = parse(name)
     assert eager == lazy
+
+
+def test_long_literals_stay_exact_in_parent_contexts_whatever_is_read_first() -> None:
+    import orjson
+
+    tree = orjson.loads(context_bytes("account-create.json"))
+    long_amount = (
+        '{"__type":"Money:http://schemas.microsoft.com/xrm/2011/Contracts",'
+        '"Value":123456789012345.6789}'
+    )
+    body = orjson.dumps(tree).replace(
+        b'"Attributes":[{"key":"name","value":"Northwind Traders"}],"EntityState":null,"FormattedValues":[],"Id":"00000000',
+        b'"Attributes":[{"key":"name","value":"Northwind Traders"},{"key":"revenue","value":'
+        + long_amount.encode()
+        + b'}],"EntityState":null,"FormattedValues":[],"Id":"00000000',
+    )
+    assert body.count(b"123456789012345.6789") == 1
+    context = parse_context(body)
+    assert context.target is not None  # the outer collections first: the exact tree is in use
+    parent = context.parent_context
+    assert parent is not None
+    assert isinstance(parent.target, Entity)
+    assert parent.target["revenue"] == Money(Decimal("123456789012345.6789"))
