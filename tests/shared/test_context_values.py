@@ -264,11 +264,11 @@ def test_long_literals_stay_exact_in_parent_contexts_whatever_is_read_first() ->
         '{"__type":"Money:http://schemas.microsoft.com/xrm/2011/Contracts",'
         '"Value":123456789012345.6789}'
     )
+    parent_target = b'"Attributes":[{"key":"name","value":"Northwind Traders"}'
+    tail = b'],"EntityState":null,"FormattedValues":[],"Id":"00000000'
     body = orjson.dumps(tree).replace(
-        b'"Attributes":[{"key":"name","value":"Northwind Traders"}],"EntityState":null,"FormattedValues":[],"Id":"00000000',
-        b'"Attributes":[{"key":"name","value":"Northwind Traders"},{"key":"revenue","value":'
-        + long_amount.encode()
-        + b'}],"EntityState":null,"FormattedValues":[],"Id":"00000000',
+        parent_target + tail,
+        parent_target + b',{"key":"revenue","value":' + long_amount.encode() + b"}" + tail,
     )
     assert body.count(b"123456789012345.6789") == 1
     context = parse_context(body)
