@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         format="    log  %(levelname)s %(name)s: %(message)s",
     )
     files = args.files or sorted(EXAMPLES.glob("*"))
+    if not args.files:
+        print(
+            "The bundled examples hold each context four times: as JSON, XML, .NET binary and "
+            ".NET binary with dictionary strings.\nThe first delivery of each runs the handlers; "
+            "the other three are the same operation and are skipped as duplicates.\n"
+        )
     return asyncio.run(replay(files, twice=args.twice, dataverse_url=args.dataverse_url))
 
 
