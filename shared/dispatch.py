@@ -219,8 +219,14 @@ class Dispatcher:
             except InvalidMessage as error:
                 return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
             applicable += 1
+            handler_key = f"{key}|{route.name}"
             try:
-                claim = await self._claim(route, context, f"{key}|{route.name}")
+                if route.ordered:
+                    claim = await self._claim(route, context, handler_key)
+                else:  # the common case, without a coroutine in between
+                    claim = await self.idempotency.claim(handler_key)
+                if claim.state is ClaimState.IN_PROGRESS:
+                    claim = await self._await_release(route, context, handler_key)
             except InvalidMessage as error:
                 return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
             if claim.state is ClaimState.COMPLETED:
@@ -253,25 +259,28 @@ class Dispatcher:
         return Completed(tuple(ran))
 
     async def _claim(self, route: Route, context: RemoteExecutionContext, key: str) -> Claim:
-        """Claim (event, handler), or (row, handler) for an ordered route. A claim held by
-        another delivery is usually released within moments (another instance is running the
-        handler, or the row's previous event): wait a little before handing the message back,
-        so contention does not burn through the broker's delivery count."""
-        position = position_of(context) if route.ordered else None
-        waited = 0.0
-        delay = 0.02
+        """Claim (event, handler), or (row, handler) for an ordered route."""
+        if route.ordered:
+            return await self.idempotency.claim_in_order(
+                record_key(context), route.name, position_of(context)
+            )
+        return await self.idempotency.claim(key)
+
+    async def _await_release(
+        self, route: Route, context: RemoteExecutionContext, key: str
+    ) -> Claim:
+        """A claim held by another delivery is usually released within moments (another
+        instance is running the handler, or the row's previous event): wait a little before
+        handing the message back, so contention does not burn through the broker's delivery
+        count."""
+        waited, delay = 0.0, 0.02
         while True:
-            if position is not None:
-                claim = await self.idempotency.claim_in_order(
-                    record_key(context), route.name, position
-                )
-            else:
-                claim = await self.idempotency.claim(key)
-            if claim.state is not ClaimState.IN_PROGRESS or waited >= self.claim_wait_seconds:
-                return claim
             await self._sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.5)
+            claim = await self._claim(route, context, key)
+            if claim.state is not ClaimState.IN_PROGRESS or waited >= self.claim_wait_seconds:
+                return claim
 
     async def _call(
         self, route: Route, event: DataverseEvent, context: RemoteExecutionContext

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -160,6 +160,8 @@ class InMemoryIdempotencyStore:
         self._clock = clock
         self._claims: dict[str, tuple[ClaimState, float, str]] = {}
         self._rows: dict[str, tuple[Watermark | None, str | None, float]] = {}
+        # Ownership tokens need only be unique within this process.
+        self._tokens = itertools.count(1)
 
     async def claim(self, key: str) -> Claim:
         now = self._clock()
@@ -168,7 +170,7 @@ class InMemoryIdempotencyStore:
             state, until, _ = record
             if until > now:
                 return Claim(key, state)  # COMPLETED, or IN_PROGRESS under a live lease
-        token = uuid.uuid4().hex
+        token = str(next(self._tokens))
         self._claims[key] = (ClaimState.IN_PROGRESS, now + self.lease_seconds, token)
         return Claim(key, ClaimState.ACQUIRED, token)
 
@@ -181,7 +183,7 @@ class InMemoryIdempotencyStore:
         if watermark is not None and not watermark.admits(position):
             state = ClaimState.COMPLETED if watermark.applied(position) else ClaimState.STALE
             return Claim(key, state, position=position)
-        token = uuid.uuid4().hex
+        token = str(next(self._tokens))
         self._rows[key] = (watermark, token, now + self.lease_seconds)
         return Claim(key, ClaimState.ACQUIRED, token, position)
 
