@@ -214,7 +214,11 @@ class Dispatcher:
             scope.handler = route.name
             try:
                 # A truncated message has no Target to filter on: its handlers re-read.
-                if not event.truncated and not route.accepts_target(context):
+                if (
+                    route.attributes is not None
+                    and not event.truncated
+                    and not route.accepts_target(context)
+                ):
                     continue
             except InvalidMessage as error:
                 return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
