@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from shared.dataverse import DataverseClient
+from shared.dataverse.addressing import literal
 from shared.errors import DataverseError
 from shared.registration import EndpointSpec, EnvironmentSpec
 
@@ -44,10 +45,6 @@ class CheckResult:
 
     def line(self) -> str:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.check:<16} {self.target}: {self.detail}"
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "''")
 
 
 async def run_checks(
@@ -86,7 +83,7 @@ async def _endpoint_checks(
     found = None
     async for row in client.query(
         "serviceendpoints",
-        filter=f"name eq '{_quote(endpoint.name)}'",
+        filter=f"name eq {literal(endpoint.name)}",
         select=["serviceendpointid", "issaskeyset"],
         top=1,
     ):

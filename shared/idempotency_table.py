@@ -93,16 +93,15 @@ class TableIdempotencyStore:
         partition, row = self._split(key)
         for _ in range(3):
             now = self._clock()
+            in_progress = {
+                "PartitionKey": partition,
+                "RowKey": row,
+                "State": _IN_PROGRESS,
+                "LeaseUntil": now + self.lease_seconds,
+                "ExpiresAt": now + self.retention_seconds,
+            }
             try:
-                created = await self._table.create_entity(
-                    {
-                        "PartitionKey": partition,
-                        "RowKey": row,
-                        "State": _IN_PROGRESS,
-                        "LeaseUntil": now + self.lease_seconds,
-                        "ExpiresAt": now + self.retention_seconds,
-                    }
-                )
+                created = await self._table.create_entity(in_progress)
                 return Claim(key, ClaimState.ACQUIRED, str(created["etag"]))
             except ResourceExistsError:
                 pass
@@ -117,13 +116,7 @@ class TableIdempotencyStore:
             # An expired lease (its instance crashed) or an expired completion: take it over.
             try:
                 taken = await self._table.update_entity(
-                    {
-                        "PartitionKey": partition,
-                        "RowKey": row,
-                        "State": _IN_PROGRESS,
-                        "LeaseUntil": now + self.lease_seconds,
-                        "ExpiresAt": now + self.retention_seconds,
-                    },
+                    in_progress,
                     mode=UpdateMode.REPLACE,
                     etag=existing.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,

@@ -12,20 +12,23 @@ if TYPE_CHECKING:
     from azure.storage.blob.aio import BlobServiceClient
 
 
+def _account_url(settings: Settings, service: str) -> str:
+    """The identity-based endpoint of `service` (blob, table), or an error naming both ways to
+    configure storage when neither is set."""
+    if not settings.storage_account_name:
+        raise SettingsError(
+            "no storage account: set AzureWebJobsStorage (a connection string) or, "
+            "identity-based, AzureWebJobsStorage__accountName"
+        )
+    return f"https://{settings.storage_account_name}.{service}.core.windows.net"
+
+
 def blob_service(settings: Settings) -> BlobServiceClient:
     from azure.storage.blob.aio import BlobServiceClient
 
     if settings.storage_connection_string:
         return BlobServiceClient.from_connection_string(settings.storage_connection_string)
-    if settings.storage_account_name:
-        return BlobServiceClient(
-            f"https://{settings.storage_account_name}.blob.core.windows.net",
-            credential=make_credential(settings),
-        )
-    raise SettingsError(
-        "no storage account: set AzureWebJobsStorage (a connection string) or, identity-based, "
-        "AzureWebJobsStorage__accountName"
-    )
+    return BlobServiceClient(_account_url(settings, "blob"), credential=make_credential(settings))
 
 
 def table_client(settings: Settings, table_name: str) -> TableClient:
@@ -35,13 +38,8 @@ def table_client(settings: Settings, table_name: str) -> TableClient:
         return TableClient.from_connection_string(
             settings.storage_connection_string, table_name=table_name
         )
-    if settings.storage_account_name:
-        return TableClient(
-            f"https://{settings.storage_account_name}.table.core.windows.net",
-            table_name=table_name,
-            credential=make_credential(settings),
-        )
-    raise SettingsError(
-        "no storage account: set AzureWebJobsStorage (a connection string) or, identity-based, "
-        "AzureWebJobsStorage__accountName"
+    return TableClient(
+        _account_url(settings, "table"),
+        table_name=table_name,
+        credential=make_credential(settings),
     )

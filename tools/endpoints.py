@@ -29,6 +29,7 @@ from uuid import UUID
 import httpx
 
 from shared.dataverse import DataverseClient, RequestOptions, create_client
+from shared.dataverse.addressing import literal
 from shared.registration import (
     IMAGE_TYPES,
     EndpointSpec,
@@ -51,10 +52,6 @@ class Report:
 
     def add(self, line: str) -> None:
         self.changes.append(line)
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "''")
 
 
 async def _first(client: DataverseClient, entity_set: str, filter_: str) -> dict[str, Any] | None:
@@ -110,7 +107,7 @@ class Reconciler:
     async def _endpoint(self, endpoint: EndpointSpec) -> None:
         desired = endpoint.columns()
         existing = await _first(
-            self.client, "serviceendpoints", f"name eq '{_quote(endpoint.name)}'"
+            self.client, "serviceendpoints", f"name eq {literal(endpoint.name)}"
         )
         endpoint_id: UUID | None = None
         if existing is None:
@@ -160,7 +157,7 @@ class Reconciler:
 
     async def _message_id(self, message: str) -> str:
         if message not in self._messages:
-            found = await _first(self.client, "sdkmessages", f"name eq '{_quote(message)}'")
+            found = await _first(self.client, "sdkmessages", f"name eq {literal(message)}")
             if found is None:
                 raise SpecError(f"Dataverse has no message {message!r}")
             self._messages[message] = found["sdkmessageid"]
@@ -202,7 +199,7 @@ class Reconciler:
                     self.client,
                     "sdkmessagefilters",
                     f"_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq "
-                    f"'{_quote(step.entity)}'",
+                    f"{literal(step.entity)}",
                 )
                 if message_filter is not None:
                     binds["sdkmessagefilterid@odata.bind"] = (
