@@ -214,18 +214,11 @@ class DataverseClient:
         """Create or update the row at `row` (an id or an alternate key). `mode="create_only"`
         refuses to update (`If-None-Match: *`), `mode="update_only"` refuses to create
         (`If-Match: *`). Returns the row id when Dataverse reports it."""
-        headers = {"upsert": {}, "create_only": {"If-None-Match": "*"}, "update_only": {}}
-        if mode not in headers:
+        headers = _UPSERT_MODES.get(mode)
+        if headers is None:
             raise ValueError(f"mode must be upsert, create_only or update_only, not {mode!r}")
-        if mode == "update_only":
-            headers[mode] = {"If-Match": "*"}
         response = await self._write(
-            "PATCH",
-            row_path(entity_set, row),
-            record,
-            options,
-            idempotent=True,
-            headers=headers[mode],
+            "PATCH", row_path(entity_set, row), record, options, idempotent=True, headers=headers
         )
         entity_url = response.headers.get("OData-EntityId")
         found = id_from_entity_url(entity_url) if entity_url else None
@@ -701,6 +694,14 @@ class Batch(_Requests):
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+# Upsert modes and the preconditions that make them: none, refuse an existing row, refuse a new one.
+_UPSERT_MODES: dict[str, dict[str, str]] = {
+    "upsert": {},
+    "create_only": {"If-None-Match": "*"},
+    "update_only": {"If-Match": "*"},
+}
 
 
 def _select(select: Sequence[str] | None) -> dict[str, str]:
