@@ -13,7 +13,6 @@ the lease and the watermark. Completed claims carry `ExpiresAt`; `purge_expired`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -39,6 +38,7 @@ from shared.idempotency import (
     Position,
     Watermark,
 )
+from shared.storage import CreateOnce
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -66,17 +66,7 @@ class TableIdempotencyStore:
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self._clock = clock
-        self._ready = False
-        self._ready_lock = asyncio.Lock()
-
-    async def _ensure_table(self) -> None:
-        if self._ready:
-            return
-        async with self._ready_lock:
-            if not self._ready:
-                with contextlib.suppress(ResourceExistsError):  # usually made by the infrastructure
-                    await self._table.create_table()
-                self._ready = True
+        self._ensure_table = CreateOnce(table.create_table)
 
     async def close(self) -> None:
         await self._table.close()

@@ -11,7 +11,6 @@ duplicating.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from shared.events import DataverseEvent
+from shared.storage import CreateOnce
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
@@ -133,16 +133,7 @@ class BlobPoisonStore:
 
     def __init__(self, container: ContainerClient) -> None:
         self._container = container
-        self._ready = False
-
-    async def _ensure_container(self) -> None:
-        if self._ready:
-            return
-        from azure.core.exceptions import ResourceExistsError
-
-        with contextlib.suppress(ResourceExistsError):  # created by the infrastructure, usually
-            await self._container.create_container()
-        self._ready = True
+        self._ensure_container = CreateOnce(container.create_container)
 
     async def park(
         self, event: DataverseEvent, reason: str, description: str, partition: str | None

@@ -3,6 +3,9 @@ managed identity in Azure (identity-based AzureWebJobsStorage)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from shared.settings import Settings, SettingsError, make_credential
@@ -43,3 +46,25 @@ def table_client(settings: Settings, table_name: str) -> TableClient:
         table_name=table_name,
         credential=make_credential(settings),
     )
+
+
+class CreateOnce:
+    """Creates a table or container the first time this process needs it. The infrastructure
+    has usually made it already, so "already exists" is success; the lock turns the concurrent
+    first calls of a cold start into one request."""
+
+    def __init__(self, create: Callable[[], Awaitable[object]]) -> None:
+        self._create = create
+        self._done = False
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> None:
+        if self._done:
+            return
+        from azure.core.exceptions import ResourceExistsError
+
+        async with self._lock:
+            if not self._done:  # another task may have created it while this one waited
+                with contextlib.suppress(ResourceExistsError):
+                    await self._create()
+                self._done = True
