@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar
 
 from shared.errors import InvalidMessage
 from shared.lazy import cached
@@ -37,35 +37,20 @@ def unreadable(member: str, error: Exception) -> InvalidMessage:
     )
 
 
-class _Member(Generic[T]):
-    """A header member, converted on first read; absent means .NET's default.
+class _Member(cached[T]):
+    """A header member, converted on first read and then cached like any `cached` property;
+    absent means .NET's default."""
 
-    A non-data descriptor, like `functools.cached_property`: the first read stores the value in
-    the instance's `__dict__`, so every later read is a plain attribute lookup."""
-
-    __slots__ = ("attribute", "convert", "default", "member")
+    __slots__ = ("convert", "default", "member")
 
     def __init__(self, member: str, convert: Callable[[Any], T], default: T) -> None:
+        super().__init__(self._read)
         self.member = member
         self.convert = convert
         self.default = default
-        self.attribute = ""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.attribute = name
-
-    @overload
-    def __get__(self, context: None, owner: type) -> _Member[T]: ...
-
-    @overload
-    def __get__(self, context: RemoteExecutionContext, owner: type) -> T: ...
-
-    def __get__(self, context: RemoteExecutionContext | None, owner: type) -> T | _Member[T]:
-        if context is None:
-            return self
-        found = self.load(context._header)
-        context.__dict__[self.attribute] = found
-        return found
+    def _read(self, context: RemoteExecutionContext) -> T:
+        return self.load(context._header)
 
     def load(self, header: Mapping[str, Any]) -> T:
         raw = header.get(self.member)
@@ -227,10 +212,10 @@ class RemoteExecutionContext:
         """Decode every member, collection and parent now; raises `InvalidMessage` if any fails."""
         context: RemoteExecutionContext | None = self
         while context is not None:
-            cached = context.__dict__
+            decoded = context.__dict__
             for member in _MEMBERS:
-                if member.attribute not in cached:
-                    cached[member.attribute] = member.load(context._header)
+                if member.name not in decoded:
+                    decoded[member.name] = member.load(context._header)
             for name in _LAZY:
                 getattr(context, name)
             context = context.parent_context
@@ -261,7 +246,7 @@ class RemoteExecutionContext:
 _MEMBERS: tuple[_Member[Any], ...] = tuple(
     member for member in vars(RemoteExecutionContext).values() if isinstance(member, _Member)
 )
-_FIELDS = (*(member.attribute for member in _MEMBERS), *_LAZY)
+_FIELDS = (*(member.name for member in _MEMBERS), *_LAZY)
 
 
 def _images(raw: object, nesting: int) -> dict[str, Entity]:
