@@ -122,16 +122,13 @@ class Reconciler:
                 )
         else:
             endpoint_id = UUID(existing["serviceendpointid"])
-            differences = _differences(existing, desired)
-            if differences:
-                self.report.add(f"~ serviceendpoint {endpoint.name}: {_describe(differences)}")
-                if self.apply:
-                    await self.client.update(
-                        "serviceendpoints",
-                        endpoint_id,
-                        {column: new for column, (_, new) in differences.items()},
-                        options=self.options,
-                    )
+            await self._update_differences(
+                f"serviceendpoint {endpoint.name}",
+                "serviceendpoints",
+                endpoint_id,
+                existing,
+                desired,
+            )
             # Always: imports and rotations leave Dataverse with no key or an old one.
             self.report.notes.append(f"= serviceendpoint {endpoint.name}: SAS key re-applied")
             if self.apply:
@@ -153,6 +150,27 @@ class Reconciler:
         for name in sorted(set(existing_steps) - wanted):
             self.report.notes.append(
                 f"! step '{name}' is registered but not in the file (left as is)"
+            )
+
+    async def _update_differences(
+        self,
+        label: str,
+        entity_set: str,
+        row_id: UUID,
+        existing: dict[str, Any],
+        desired: dict[str, Any],
+    ) -> None:
+        """Report the columns that differ and, when applying, update just those."""
+        differences = _differences(existing, desired)
+        if not differences:
+            return
+        self.report.add(f"~ {label}: {_describe(differences)}")
+        if self.apply:
+            await self.client.update(
+                entity_set,
+                row_id,
+                {column: new for column, (_, new) in differences.items()},
+                options=self.options,
             )
 
     async def _message_id(self, message: str) -> str:
@@ -214,16 +232,9 @@ class Reconciler:
                 desired.update(state)
         else:
             step_id = UUID(existing["sdkmessageprocessingstepid"])
-            differences = _differences(existing, desired)
-            if differences:
-                self.report.add(f"~ step '{name}': {_describe(differences)}")
-                if self.apply:
-                    await self.client.update(
-                        "sdkmessageprocessingsteps",
-                        step_id,
-                        {column: new for column, (_, new) in differences.items()},
-                        options=self.options,
-                    )
+            await self._update_differences(
+                f"step '{name}'", "sdkmessageprocessingsteps", step_id, existing, desired
+            )
         await self._images(name, step, step_id, existing is not None)
 
     async def _images(
@@ -259,16 +270,13 @@ class Reconciler:
                         options=self.options,
                     )
                 continue
-            differences = _differences(found, desired)
-            if differences:
-                self.report.add(f"~ image {image.name} on '{step_name}': {_describe(differences)}")
-                if self.apply:
-                    await self.client.update(
-                        "sdkmessageprocessingstepimages",
-                        UUID(found["sdkmessageprocessingstepimageid"]),
-                        {column: new for column, (_, new) in differences.items()},
-                        options=self.options,
-                    )
+            await self._update_differences(
+                f"image {image.name} on '{step_name}'",
+                "sdkmessageprocessingstepimages",
+                UUID(found["sdkmessageprocessingstepimageid"]),
+                found,
+                desired,
+            )
 
 
 async def key_from_configuration(endpoint: EndpointSpec) -> str:
