@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from shared.dataverse import create_client
-from shared.health import run_checks, service_bus_dead_letters
+from shared.health import CheckResult, run_checks, service_bus_dead_letters
 from shared.registration import SpecError, load_environment
 from shared.settings import Settings
 
@@ -30,22 +30,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    async def run() -> list[str]:
+    async def run() -> list[CheckResult]:
         since = datetime.now(UTC) - timedelta(minutes=args.since_minutes)
         async with create_client(Settings(dataverse_url=spec.dataverse_url)) as client:
-            results = await run_checks(
+            return await run_checks(
                 client,
                 spec,
                 since=since,
                 dead_letters=service_bus_dead_letters if args.dead_letters else None,
             )
-        return [result.line() for result in results] + [
-            "FAILED" if any(not result.ok for result in results) else "healthy"
-        ]
 
-    lines = asyncio.run(run())
-    print("\n".join(lines))
-    return 1 if lines[-1] == "FAILED" else 0
+    results = asyncio.run(run())
+    healthy = all(result.ok for result in results)
+    print("\n".join([*(result.line() for result in results), "healthy" if healthy else "FAILED"]))
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ made on those representations, as Dataverse's own JSON shows them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from xml.etree import ElementTree
 
@@ -98,18 +98,23 @@ class _Parser:
         return predicate
 
     def disjunction(self) -> Predicate:
-        parts = [self.conjunction()]
-        while self.peek() == ("name", "or"):
-            self.take()
-            parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else lambda row: any(part(row) for part in parts)
+        return self._joined("or", self.conjunction, any)
 
     def conjunction(self) -> Predicate:
-        parts = [self.negation()]
-        while self.peek() == ("name", "and"):
+        return self._joined("and", self.negation, all)
+
+    def _joined(
+        self,
+        word: str,
+        operand: Callable[[], Predicate],
+        combine: Callable[[Iterator[bool]], bool],
+    ) -> Predicate:
+        """Operands separated by `word`, combined by `combine` (any for or, all for and)."""
+        parts = [operand()]
+        while self.peek() == ("name", word):
             self.take()
-            parts.append(self.negation())
-        return parts[0] if len(parts) == 1 else lambda row: all(part(row) for part in parts)
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else lambda row: combine(part(row) for part in parts)
 
     def negation(self) -> Predicate:
         if self.peek() == ("name", "not"):
