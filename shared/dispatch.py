@@ -225,10 +225,7 @@ class Dispatcher:
             applicable += 1
             handler_key = f"{key}|{route.name}"
             try:
-                if route.ordered:
-                    claim = await self._claim(route, context, handler_key)
-                else:  # the common case, without a coroutine in between
-                    claim = await self.idempotency.claim(handler_key)
+                claim = await self._claim(route, context, handler_key)
                 if claim.state is ClaimState.IN_PROGRESS:
                     claim = await self._await_release(route, context, handler_key)
             except InvalidMessage as error:
@@ -262,13 +259,14 @@ class Dispatcher:
             return Skipped("Duplicate", "every handler had already applied this event")
         return Completed(tuple(ran))
 
-    async def _claim(self, route: Route, context: RemoteExecutionContext, key: str) -> Claim:
-        """Claim (event, handler), or (row, handler) for an ordered route."""
+    def _claim(self, route: Route, context: RemoteExecutionContext, key: str) -> Awaitable[Claim]:
+        """Claim (event, handler), or (row, handler) for an ordered route. A plain function
+        returning the store's awaitable: no coroutine of its own on the per-handler path."""
         if route.ordered:
-            return await self.idempotency.claim_in_order(
+            return self.idempotency.claim_in_order(
                 record_key(context), route.name, position_of(context)
             )
-        return await self.idempotency.claim(key)
+        return self.idempotency.claim(key)
 
     async def _await_release(
         self, route: Route, context: RemoteExecutionContext, key: str
