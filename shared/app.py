@@ -17,6 +17,7 @@ from shared.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from shared.poison import BlobPoisonStore, InMemoryPoisonStore, PoisonStore
 from shared.routing import Router, discover
 from shared.settings import Settings
+from shared.storage import blob_service, table_client
 
 logger = logging.getLogger("dataverse.app")
 
@@ -86,8 +87,7 @@ def build(
 def make_idempotency_store(settings: Settings) -> IdempotencyStore:
     if settings.idempotency_store == "memory":
         return InMemoryIdempotencyStore()
-    from shared.idempotency_table import TableIdempotencyStore
-    from shared.storage import table_client
+    from shared.idempotency_table import TableIdempotencyStore  # loads the Tables SDK
 
     return TableIdempotencyStore(table_client(settings, settings.idempotency_table))
 
@@ -96,6 +96,4 @@ def make_poison_store(settings: Settings) -> PoisonStore:
     if not (settings.storage_connection_string or settings.storage_account_name):
         logger.warning("no storage account configured: parked events are kept in memory only")
         return InMemoryPoisonStore()
-    from shared.storage import blob_service
-
     return BlobPoisonStore(blob_service(settings).get_container_client(settings.poison_container))
