@@ -78,6 +78,12 @@ class TableIdempotencyStore:
         event, _, handler = key.rpartition("|")
         return _safe("claim|" + event), _safe(handler)
 
+    @staticmethod
+    def _order_keys(key: str) -> tuple[str, str]:
+        """`<record>|<handler>` -> the row's partition and the handler's row key."""
+        record, _, handler = key.rpartition("|")
+        return _safe("order|" + record), _safe(handler)
+
     async def claim(self, key: str) -> Claim:
         await self._ensure_table()
         partition, row = self._split(key)
@@ -121,7 +127,7 @@ class TableIdempotencyStore:
     async def claim_in_order(self, record: str, handler: str, position: Position) -> Claim:
         await self._ensure_table()
         key = f"{record}|{handler}"
-        partition, row = _safe("order|" + record), _safe(handler)
+        partition, row = self._order_keys(key)
         for _ in range(3):
             now = self._clock()
             token = uuid.uuid4().hex
@@ -184,42 +190,34 @@ class TableIdempotencyStore:
             raise LostClaim(claim.key) from None
 
     async def _complete_in_order(self, claim: Claim, position: Position) -> None:
-        record, _, handler = claim.key.rpartition("|")
-        partition, row = _safe("order|" + record), _safe(handler)
         # Our lease (the etag) guarantees the watermark is still the one read when claiming.
         current = claim.watermark or Watermark(position.created_on, position.row_version)
         try:
-            # One conditional replace: the watermark moves and the lease ends together.
-            await self._table.update_entity(
-                {
-                    "PartitionKey": partition,
-                    "RowKey": row,
-                    **_watermark_fields(current.advanced_to(position)),
-                    **_lease("", 0.0),
-                },
-                mode=UpdateMode.REPLACE,
-                etag=claim.token,
-                match_condition=MatchConditions.IfNotModified,
-            )
+            await self._end_lease(claim, current.advanced_to(position))
         except (ResourceModifiedError, ResourceNotFoundError):
             raise LostClaim(claim.key) from None
+
+    async def _end_lease(self, claim: Claim, watermark: Watermark | None) -> None:
+        """One conditional replace of a row's entity: the watermark is set and the lease ends
+        together, and only while the lease is still ours (its etag)."""
+        partition, row = self._order_keys(claim.key)
+        await self._table.update_entity(
+            {
+                "PartitionKey": partition,
+                "RowKey": row,
+                **_watermark_fields(watermark),
+                **_lease("", 0.0),
+            },
+            mode=UpdateMode.REPLACE,
+            etag=claim.token,
+            match_condition=MatchConditions.IfNotModified,
+        )
 
     async def release(self, claim: Claim) -> None:
         """Give a claim up after a failure, so a redelivery need not wait for the lease."""
         try:
             if claim.position is not None:
-                record, _, handler = claim.key.rpartition("|")
-                await self._table.update_entity(
-                    {
-                        "PartitionKey": _safe("order|" + record),
-                        "RowKey": _safe(handler),
-                        **_watermark_fields(claim.watermark),
-                        **_lease("", 0.0),
-                    },
-                    mode=UpdateMode.REPLACE,
-                    etag=claim.token,
-                    match_condition=MatchConditions.IfNotModified,
-                )
+                await self._end_lease(claim, claim.watermark)  # the watermark stays as it was
                 return
             partition, row = self._split(claim.key)
             await self._table.delete_entity(
