@@ -84,6 +84,13 @@ class Watermark:
         return Watermark(position.created_on, position.row_version, operations)
 
 
+def advance(watermark: Watermark | None, position: Position) -> Watermark:
+    """The row's watermark once `position` is applied (None: the row's first event)."""
+    if watermark is None:
+        return Watermark(position.created_on, position.row_version, {position.operation})
+    return watermark.advanced_to(position)
+
+
 class Claim(NamedTuple):
     key: str
     state: ClaimState
@@ -192,8 +199,7 @@ class InMemoryIdempotencyStore:
             watermark, owner, _ = self._rows.get(claim.key, (None, None, 0.0))
             if owner != claim.token:
                 raise LostClaim(claim.key)
-            base = watermark or Watermark(claim.position.created_on, claim.position.row_version)
-            self._rows[claim.key] = (base.advanced_to(claim.position), None, 0.0)
+            self._rows[claim.key] = (advance(watermark, claim.position), None, 0.0)
             return
         record = self._claims.get(claim.key)
         if record is None or record[2] != claim.token:

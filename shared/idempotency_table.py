@@ -37,6 +37,7 @@ from shared.idempotency import (
     LostClaim,
     Position,
     Watermark,
+    advance,
 )
 from shared.storage import CreateOnce
 
@@ -191,9 +192,8 @@ class TableIdempotencyStore:
 
     async def _complete_in_order(self, claim: Claim, position: Position) -> None:
         # Our lease (the etag) guarantees the watermark is still the one read when claiming.
-        current = claim.watermark or Watermark(position.created_on, position.row_version)
         try:
-            await self._end_lease(claim, current.advanced_to(position))
+            await self._end_lease(claim, advance(claim.watermark, position))
         except (ResourceModifiedError, ResourceNotFoundError):
             raise LostClaim(claim.key) from None
 
