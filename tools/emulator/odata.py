@@ -172,11 +172,13 @@ def order_key(orderby: str) -> list[tuple[str, bool]]:
 
 def sort_rows(rows: list[dict[str, Any]], keys: list[tuple[str, bool]]) -> list[dict[str, Any]]:
     for column, descending in reversed(keys):
-        rows.sort(
-            key=lambda row: (row.get(column) is not None, row.get(column) or ""),
-            reverse=descending,
-        )
+        rows.sort(key=lambda row: _null_first(row.get(column)), reverse=descending)
     return rows
+
+
+def _null_first(value: Any) -> tuple[bool, Any]:
+    """Nulls sort before every value, as in Dataverse; 0 and false are values, not nulls."""
+    return (False, "") if value is None else (True, value)
 
 
 _FETCH_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
