@@ -80,14 +80,11 @@ async def _endpoint_checks(
     client: DataverseClient, endpoint: EndpointSpec, since: datetime
 ) -> list[CheckResult]:
     results = []
-    found = None
-    async for row in client.query(
+    found = await client.first(
         "serviceendpoints",
         filter=f"name eq {literal(endpoint.name)}",
         select=["serviceendpointid", "issaskeyset"],
-        top=1,
-    ):
-        found = row
+    )
     if found is None:
         results.append(
             CheckResult(

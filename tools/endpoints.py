@@ -54,12 +54,6 @@ class Report:
         self.changes.append(line)
 
 
-async def _first(client: DataverseClient, entity_set: str, filter_: str) -> dict[str, Any] | None:
-    async for row in client.query(entity_set, filter=filter_, top=1):
-        return row
-    return None
-
-
 def _differences(existing: dict[str, Any], desired: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     return {
         column: (existing.get(column), value)
@@ -106,8 +100,8 @@ class Reconciler:
 
     async def _endpoint(self, endpoint: EndpointSpec) -> None:
         desired = endpoint.columns()
-        existing = await _first(
-            self.client, "serviceendpoints", f"name eq {literal(endpoint.name)}"
+        existing = await self.client.first(
+            "serviceendpoints", filter=f"name eq {literal(endpoint.name)}"
         )
         endpoint_id: UUID | None = None
         if existing is None:
@@ -175,7 +169,7 @@ class Reconciler:
 
     async def _message_id(self, message: str) -> str:
         if message not in self._messages:
-            found = await _first(self.client, "sdkmessages", f"name eq {literal(message)}")
+            found = await self.client.first("sdkmessages", filter=f"name eq {literal(message)}")
             if found is None:
                 raise SpecError(f"Dataverse has no message {message!r}")
             self._messages[message] = found["sdkmessageid"]
@@ -213,10 +207,9 @@ class Reconciler:
                     "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint_id})",
                     "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
                 }
-                message_filter = await _first(
-                    self.client,
+                message_filter = await self.client.first(
                     "sdkmessagefilters",
-                    f"_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq "
+                    filter=f"_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq "
                     f"{literal(step.entity)}",
                 )
                 if message_filter is not None:

@@ -332,6 +332,21 @@ class DataverseClient:
             params["$top"] = str(top)
         return self._pages(entity_set, params, page_size)
 
+    async def first(
+        self,
+        entity_set: str,
+        *,
+        filter: str | None = None,
+        select: Sequence[str] | None = None,
+        orderby: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The first row of a query (`$top=1`, one request), or None when nothing matches."""
+        async for row in self.query(
+            entity_set, filter=filter, select=select, orderby=orderby, top=1
+        ):
+            return row
+        return None
+
     def fetch(
         self, entity_set: str, fetch_xml: str, *, page_size: int | None = None
     ) -> AsyncIterator[dict[str, Any]]:

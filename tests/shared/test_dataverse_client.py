@@ -187,6 +187,19 @@ async def test_query_filters_orders_and_pages_lazily(
     assert len(top) == 3
 
 
+async def test_first_takes_one_row_in_one_request(
+    client: DataverseClient, emulator: DataverseEmulator
+) -> None:
+    for number in range(3):
+        await client.create("accounts", {"name": f"f{number}", "numberofemployees": number})
+    before = len(emulator.requests)
+    found = await client.first("accounts", select=["name"], orderby="numberofemployees desc")
+    assert found is not None
+    assert found["name"] == "f2"
+    assert await client.first("accounts", filter="name eq 'nobody'") is None
+    assert [request.query.get("$top") for request in emulator.requests[before:]] == ["1", "1"]
+
+
 async def test_fetch_xml(client: DataverseClient) -> None:
     await client.create("accounts", {"name": "a", "statecode": 0})
     await client.create("accounts", {"name": "b", "statecode": 1})
