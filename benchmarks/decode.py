@@ -5,7 +5,9 @@ when ../shared/dataverse-samples exists) it times, per message and in the same r
   - orjson.loads of the bytes (the baseline: the least any JSON consumer pays);
   - parse_context (what the dispatcher pays before routing);
   - full materialisation: parse_context, then every member of every context touched, parents,
-    images and every value of every entity included.
+    images and every value of every entity included;
+  - the touch floor: touching every value of a context decoded beforehand, which is what full
+    materialisation would cost if decoding were free (the walk alone, in Python).
 GUID and date memos are cleared before each decode, so figures are for a cold message.
 Targets: parse <= 2.0x, materialise <= 4.0x. It also times the full decoding of each
 fixture's .NET binary form against its XML form (target: binary <= 2.0x xml). The last line is
@@ -54,7 +56,11 @@ def touch(value: Any) -> int:
 
 
 def materialise(body: bytes) -> int:
-    context: RemoteExecutionContext | None = parse_context(body)
+    return touch_context(parse_context(body))
+
+
+def touch_context(context: RemoteExecutionContext | None) -> int:
+    """Touch every member of the context and its parents; returns how many values were read."""
     count = 0
     while context is not None:
         for name in _FIELDS:
@@ -77,6 +83,11 @@ def best_time(function: Callable[[bytes], object], body: bytes, rounds: int) -> 
     return best
 
 
+def walk_of(context: RemoteExecutionContext) -> Callable[[bytes], object]:
+    """The touch floor's workload: the same walk over a context decoded beforehand."""
+    return lambda _body: touch_context(context)
+
+
 def cold_parse(body: bytes) -> object:
     return parse_context(body)
 
@@ -87,25 +98,31 @@ def main() -> None:
     args = parser.parse_args()
     messages = corpus()
     # The baseline also clears the memos, so both sides pay the same loop overhead.
-    totals = {"orjson": 0.0, "parse": 0.0, "materialise": 0.0}
-    print(f"{'message':48} {'bytes':>7} {'orjson us':>10} {'parse x':>8} {'full x':>7}")
+    totals = {"orjson": 0.0, "parse": 0.0, "materialise": 0.0, "touch": 0.0}
+    print(
+        f"{'message':48} {'bytes':>7} {'orjson us':>10} {'parse x':>8} {'full x':>7} {'touch x':>8}"
+    )
     for name, body in messages:
+        decoded = parse_context(body).validate()
         base = best_time(orjson.loads, body, args.rounds)
         parse = best_time(cold_parse, body, args.rounds)
         full = best_time(materialise, body, args.rounds)
+        walk = best_time(walk_of(decoded), body, args.rounds)
         totals["orjson"] += base
         totals["parse"] += parse
         totals["materialise"] += full
-        ratios = f"{parse / base:8.2f} {full / base:7.2f}"
+        totals["touch"] += walk
+        ratios = f"{parse / base:8.2f} {full / base:7.2f} {walk / base:8.2f}"
         print(f"{name[:48]:48} {len(body):7} {base * 1e6:10.1f} {ratios}")
     parse_ratio = totals["parse"] / totals["orjson"]
     materialise_ratio = totals["materialise"] / totals["orjson"]
+    touch_floor = totals["touch"] / totals["orjson"]
     print(f"corpus: {len(messages)} messages; ratios are sums of per-message times")
-    print("targets: parse <= 2.0x, materialise <= 4.0x")
+    print("targets: parse <= 2.0x, materialise <= 4.0x (of which the touch floor is the walk)")
     binary_vs_xml = binary_against_xml(args.rounds)
     print(
         f"parse_ratio={parse_ratio:.2f} materialise_ratio={materialise_ratio:.2f} "
-        f"binary_vs_xml={binary_vs_xml:.2f}"
+        f"touch_floor={touch_floor:.2f} binary_vs_xml={binary_vs_xml:.2f}"
     )
 
 
