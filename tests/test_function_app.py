@@ -417,12 +417,10 @@ async def test_order_within_a_row_is_kept_while_rows_run_in_parallel(
     monkeypatch.setattr(app_module, "runtime", event_hub_runtime(recorder, dataverse))
     bodies = [record_body(row, sequence) for sequence in range(1, 6) for row in range(10)]
     events = event_hub_events(bodies, properties=[claims()] * len(bodies))
-    started = asyncio.get_running_loop().time()
     await trigger(app_module, "dataverse_event_hub")(events, retry_context(0))
-    elapsed = asyncio.get_running_loop().time() - started
     assert recorder.order == {str(UUID(int=row + 1)): [1, 2, 3, 4, 5] for row in range(10)}
-    assert recorder.most_running == 10  # one per row at a time, all rows at once
-    assert elapsed < 50 * 0.02 / 2  # far quicker than one after another
+    # One per row at a time, all rows at once; what that buys in time is benchmarks.dispatch's.
+    assert recorder.most_running == 10
 
 
 async def test_a_failing_row_is_retried_then_parked_on_the_last_attempt(
