@@ -84,7 +84,7 @@ class EndpointSpec:
     user_claim: str = "userid"
     sas_key_name: str = "dataverse-send"
     sas_key_env: str | None = None
-    sas_key_vault: str | None = None  # "<vault name>/<secret name>"
+    sas_key_vault: str | None = None  # "<vault name>/<secret name>", or the secret's URL
     steps: tuple[StepSpec, ...] = ()
 
     @property

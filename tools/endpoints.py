@@ -12,7 +12,8 @@ format unless --allow-binary. Steps Dataverse has for an endpoint but the file d
 reported, never deleted.
 
 The key comes from the environment variable the file names (sas_key_env) or from Key Vault
-(sas_key_vault = "<vault>/<secret>"), read with the caller's Azure credentials.
+(sas_key_vault = "<vault>/<secret>", or the secret's URL in clouds other than Azure's public
+one), read with the caller's Azure credentials.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
+from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.dataverse import DataverseClient, RequestOptions, create_client
 from shared.dataverse.addressing import literal
@@ -282,23 +285,53 @@ async def key_from_configuration(endpoint: EndpointSpec) -> str:
             )
         return key
     assert endpoint.sas_key_vault is not None
-    vault, _, secret = endpoint.sas_key_vault.partition("/")
     from azure.identity.aio import DefaultAzureCredential
 
-    async with DefaultAzureCredential() as credential:
-        token = await credential.get_token("https://vault.azure.net/.default")
-    async with httpx.AsyncClient() as http:
+    try:
+        async with DefaultAzureCredential() as credential:
+            return await read_vault_secret(secret_url(endpoint.sas_key_vault), credential)
+    except SpecError as error:
+        raise SpecError(f"endpoint {endpoint.name}: {error}") from None
+
+
+def secret_url(reference: str) -> str:
+    """`<vault>/<secret>` is a vault of Azure's public cloud; a URL is taken as it is
+    (`https://<vault>.vault.usgovcloudapi.net/secrets/<secret>`, with or without a version)."""
+    if "://" in reference:
+        return reference.rstrip("/")
+    vault, _, secret = reference.partition("/")
+    return f"https://{vault}.vault.azure.net/secrets/{secret}"
+
+
+def vault_scope(url: str) -> str:
+    """The token scope of the vault's cloud: `<vault>.vault.azure.net` -> `vault.azure.net`."""
+    host = urlsplit(url).hostname or ""
+    return f"https://{host.partition('.')[2]}/.default"
+
+
+async def read_vault_secret(
+    url: str,
+    credential: AsyncTokenCredential,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> str:
+    """A secret's current value through Key Vault's REST API (GET secret, 7.4)."""
+    token = await credential.get_token(vault_scope(url))
+    async with httpx.AsyncClient(transport=transport) as http:
         response = await http.get(
-            f"https://{vault}.vault.azure.net/secrets/{secret}",
+            url,
             params={"api-version": "7.4"},
             headers={"Authorization": f"Bearer {token.token}"},
         )
     if response.status_code != 200:
-        raise SpecError(
-            f"endpoint {endpoint.name}: Key Vault {vault} answered {response.status_code} for "
-            f"secret {secret}"
-        )
-    value: str = response.json()["value"]
+        # 401/403: the caller lacks "Key Vault Secrets User" on the vault; 404: no such secret.
+        raise SpecError(f"Key Vault answered {response.status_code} for {url}")
+    try:
+        value = response.json()["value"]
+    except (ValueError, KeyError, TypeError):
+        raise SpecError(f"Key Vault sent no secret value for {url}") from None
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"the secret at {url} is empty")
     return value
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
+from azure.core.credentials import AccessToken
 
 from shared.dataverse import DataverseClient
 from shared.registration import EnvironmentSpec, SpecError, load_environment
 from tests.dataverse_doubles import emulated_client
 from tests.registration import environment, sas_key
 from tools.emulator import DataverseEmulator
-from tools.endpoints import reconcile
+from tools.endpoints import read_vault_secret, reconcile, secret_url, vault_scope
 
 
 @pytest.fixture
@@ -161,3 +164,68 @@ def test_environment_files_are_validated(tmp_path) -> None:
         load_environment("keyless", tmp_path)
     for name in ("dev", "test", "prod"):
         assert load_environment(name).endpoints[0].message_format == "json"
+
+
+class ScopedToken:
+    """A credential whose token names the scope it was asked for."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("token-for " + " ".join(scopes), 0)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> ScopedToken:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+def vault(answers: dict[str, httpx.Response]) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    """Key Vault's GET secret, answering by path; records what it was sent."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers.get(request.url.path, httpx.Response(404, json={"error": {}}))
+
+    return httpx.MockTransport(answer), seen
+
+
+def test_a_vault_reference_names_the_secret_and_the_token_scope_of_its_cloud() -> None:
+    assert secret_url("kv-contoso-events-dev/dataverse-send-key") == (
+        "https://kv-contoso-events-dev.vault.azure.net/secrets/dataverse-send-key"
+    )
+    government = "https://kv-gov.vault.usgovcloudapi.net/secrets/dataverse-send-key/"
+    assert secret_url(government) == government.rstrip("/")
+    assert vault_scope(secret_url("kv/s")) == "https://vault.azure.net/.default"
+    assert vault_scope(government) == "https://vault.usgovcloudapi.net/.default"
+
+
+async def test_the_key_is_read_from_key_vault_with_a_token_for_the_vault() -> None:
+    path = "/secrets/dataverse-send-key"
+    transport, seen = vault({path: httpx.Response(200, json={"value": "the-key", "id": "x"})})
+    url = secret_url("kv-contoso-events-dev/dataverse-send-key")
+    assert await read_vault_secret(url, ScopedToken(), transport=transport) == "the-key"
+    (request,) = seen
+    assert request.url.host == "kv-contoso-events-dev.vault.azure.net"
+    assert request.url.path == path
+    assert request.url.params["api-version"] == "7.4"
+    assert request.headers["authorization"] == "Bearer token-for https://vault.azure.net/.default"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (httpx.Response(403, json={"error": {"code": "Forbidden"}}), "answered 403"),
+        (httpx.Response(200, json={"id": "no value"}), "no secret value"),
+        (httpx.Response(200, content=b"<html>proxy</html>"), "no secret value"),
+        (httpx.Response(200, json={"value": ""}), "is empty"),
+    ],
+)
+async def test_key_vault_refusals_say_what_went_wrong(answer: httpx.Response, message: str) -> None:
+    transport, _ = vault({"/secrets/key": answer})
+    url = "https://kv.vault.azure.net/secrets/key"
+    with pytest.raises(SpecError, match=message):
+        await read_vault_secret(url, ScopedToken(), transport=transport)
