@@ -221,6 +221,13 @@ RECORD_EXAMPLES = [
         "<a>2025-01-01T00:00:01.234Z</a>",
     ),
     (
+        # As the .NET binary writer (Mono's, from the reference source) wrote a DateTime of kind
+        # Local, noon on 2025-01-01 in UTC-8: UTC ticks (20:00) under kind bits 2, ToBinary().
+        "DateTimeText 0x96 local",
+        bytes.fromhex("40 01 64 97 00 60 89 df 9e 2a dd 88"),
+        "<d>2025-01-01T20:00:00Z</d>",
+    ),
+    (
         "DateTimeText 0x96 unspecified",
         b"\x40" + chars("a") + b"\x97" + struct.pack("<Q", 0),
         "<a>0001-01-01T00:00:00</a>",
