@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from azure.core.credentials import AccessToken
 
 from shared.dataverse import DataverseClient
 from shared.registration import EnvironmentSpec, SpecError, load_environment
-from tests.dataverse_doubles import emulated_client
+from tests.dataverse_doubles import TokenIssuer, emulated_client
 from tests.registration import environment, sas_key
 from tools.emulator import DataverseEmulator
 from tools.endpoints import read_vault_secret, reconcile, secret_url, vault_scope
@@ -166,22 +164,6 @@ def test_environment_files_are_validated(tmp_path) -> None:
         assert load_environment(name).endpoints[0].message_format == "json"
 
 
-class ScopedToken:
-    """A credential whose token names the scope it was asked for."""
-
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("token-for " + " ".join(scopes), 0)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> ScopedToken:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
 def vault(answers: dict[str, httpx.Response]) -> tuple[httpx.MockTransport, list[httpx.Request]]:
     """Key Vault's GET secret, answering by path; records what it was sent."""
     seen: list[httpx.Request] = []
@@ -207,12 +189,14 @@ async def test_the_key_is_read_from_key_vault_with_a_token_for_the_vault() -> No
     path = "/secrets/dataverse-send-key"
     transport, seen = vault({path: httpx.Response(200, json={"value": "the-key", "id": "x"})})
     url = secret_url("kv-contoso-events-dev/dataverse-send-key")
-    assert await read_vault_secret(url, ScopedToken(), transport=transport) == "the-key"
+    credential = TokenIssuer()
+    assert await read_vault_secret(url, credential, transport=transport) == "the-key"
+    assert credential.scopes == [("https://vault.azure.net/.default",)]
     (request,) = seen
     assert request.url.host == "kv-contoso-events-dev.vault.azure.net"
     assert request.url.path == path
     assert request.url.params["api-version"] == "7.4"
-    assert request.headers["authorization"] == "Bearer token-for https://vault.azure.net/.default"
+    assert request.headers["authorization"] == "Bearer token-1"
 
 
 @pytest.mark.parametrize(
@@ -228,4 +212,4 @@ async def test_key_vault_refusals_say_what_went_wrong(answer: httpx.Response, me
     transport, _ = vault({"/secrets/key": answer})
     url = "https://kv.vault.azure.net/secrets/key"
     with pytest.raises(SpecError, match=message):
-        await read_vault_secret(url, ScopedToken(), transport=transport)
+        await read_vault_secret(url, TokenIssuer(), transport=transport)
