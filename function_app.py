@@ -9,16 +9,18 @@ DATAVERSE_TOPIC_NAME + DATAVERSE_SUBSCRIPTION_NAME (topic subscription), DATAVER
 from __future__ import annotations
 
 import logging
+import typing
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
-from shared import observability
+from shared import observability, servicebus_binding
 from shared.app import build
-from shared.eventhub import process_batch
+from shared.eventhub import is_final_attempt, process_batch
 from shared.servicebus import handle_message
 
 observability.install()
+servicebus_binding.install()  # read the delivery count where the host puts it
 runtime = build()
 settings = runtime.settings
 app = func.FunctionApp()
@@ -74,12 +76,19 @@ if settings.event_hub_name:
         consumer_group="%DATAVERSE_EVENT_HUB_CONSUMER_GROUP%",
         data_type="binary",  # bodies as sent, never re-encoded as text
     )
-    async def dataverse_event_hub(events: list[func.EventHubEvent], context: func.Context) -> None:
+    async def dataverse_event_hub(
+        # typing.List, not list[...]: the Functions worker's parameter check rejects PEP 585
+        # generics and then refuses to index the whole app (tests/host proves it).
+        events: typing.List[func.EventHubEvent],  # noqa: UP006
+        context: func.Context,
+    ) -> None:
         batch, partition = runtime.event_hub_batch(events)
-        retry = context.retry_context
-        final = retry is None or retry.retry_count >= retry.max_retry_count
         await process_batch(
-            runtime.dispatcher, batch, runtime.poison, partition=partition, final_attempt=final
+            runtime.dispatcher,
+            batch,
+            runtime.poison,
+            partition=partition,
+            final_attempt=is_final_attempt(context.retry_context),
         )
 
 

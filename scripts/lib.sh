@@ -2,19 +2,59 @@
 # requirements files, and an Azurite storage emulator on loopback when the tests need one.
 
 PYTHON=${PYTHON:-python3}
+# The test environment; CI's second pass sets VENV=.venv-3.13 with PYTHON=python3.13.
+VENV=${VENV:-.venv}
 
+# Installs the deployed requirements at the versions in requirements.lock (a constraint file),
+# plus the test and tooling needs, so the suite runs what Azure installs.
 ensure_venv() {
-  local stamp=.venv/.requirements.sha
+  local stamp=$VENV/.requirements.sha
   local want
-  want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
-  if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+  want=$(cat requirements.txt requirements-dev.txt requirements.lock | sha256sum | cut -d' ' -f1)
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt -c requirements.lock
     echo "$want" > "$stamp"
   fi
+}
+
+# A Python 3.13 (the floor of the azure-functions-runtime the host loads): PYTHON313, then a
+# pyenv build, then python3.13 on PATH. Prints nothing when there is none.
+find_python313() {
+  local found
+  for found in "${PYTHON313:-}" \
+    "$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -1)" \
+    "$(command -v python3.13 2>/dev/null)"; do
+    if [ -n "$found" ] && "$found" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+      echo "$found"
+      return 0
+    fi
+  done
+}
+
+# The conformance suite's worker: Python 3.13 with exactly requirements.lock, nothing else
+# (tests/host). Skipped, with a note, where no Python 3.13 is found; CI=true makes that fatal.
+ensure_worker_venv() {
+  local python stamp=.venv-worker/.requirements.sha want
+  python=$(find_python313)
+  if [ -z "$python" ]; then
+    echo "no Python 3.13 found: the conformance suite (tests/host) will skip" >&2
+    [ -z "${CI:-}" ] || { echo "CI needs Python 3.13 for tests/host" >&2; return 1; }
+    return 0
+  fi
+  want=$(cat requirements.lock | sha256sum | cut -d' ' -f1)
+  if [ ! -x .venv-worker/bin/python ]; then
+    "$python" -m venv .venv-worker
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv-worker/bin/python -m pip install --quiet --upgrade pip
+    .venv-worker/bin/python -m pip install --quiet -r requirements.lock
+    echo "$want" > "$stamp"
+  fi
+  "$VENV/bin/python" -m tests.host.rpc > /dev/null
 }
 
 # Starts Azurite (from the project's own npm install) unless one already listens on 10000-10002.

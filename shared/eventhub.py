@@ -39,6 +39,13 @@ class BatchReport:
         return sum(1 for outcome in self.outcomes if outcome is None or isinstance(outcome, Retry))
 
 
+def is_final_attempt(retry_context: object) -> bool:
+    """The worker passes a RetryContext on every invocation, counting from 0; without a retry
+    policy both counts are 0, so the first attempt is the last."""
+    count = int(getattr(retry_context, "retry_count", 0) or 0)
+    return count >= int(getattr(retry_context, "max_retry_count", 0) or 0)
+
+
 def row_key(event: DataverseEvent, index: int) -> tuple[str, str]:
     try:
         context = event.context

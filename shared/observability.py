@@ -79,7 +79,19 @@ def install() -> None:
             handler.addFilter(_filter)
     if _filter not in logger.filters:
         logger.addFilter(_filter)
+    quiet_libraries()
     _start_azure_monitor()
+
+
+# Loggers that write INFO lines per message or request, which the worker forwards to the host
+# (its root logger is at INFO): uamqp's C layer logs nine lines for every Service Bus message
+# the binding decodes.
+NOISY_LOGGERS = ("uamqp",)
+
+
+def quiet_libraries() -> None:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 _monitor_started = False

@@ -72,6 +72,12 @@ async def handle_message(
             f"could not settle message {event.message_id} ({type(outcome).__name__}); it will "
             "be redelivered when its lock expires"
         ) from error
+    logger.info(
+        "message %s, delivery %s: %s",
+        event.message_id,
+        event.delivery_count,
+        type(outcome).__name__,
+    )
     return outcome
 
 

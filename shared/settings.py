@@ -136,13 +136,18 @@ def _connection_string(value: str | None) -> str | None:
 
 def make_credential(settings: Settings) -> AsyncTokenCredential:
     """Managed identity in Azure (user-assigned when AZURE_CLIENT_ID is set); the developer
-    credential chain (Azure CLI, VS Code, environment...) on a developer's machine."""
+    credential chain (Azure CLI, VS Code, environment...) on a developer's machine, except for
+    a Dataverse emulator on loopback, which needs no login."""
     if settings.in_azure:
         from azure.identity.aio import ManagedIdentityCredential
 
         if settings.managed_identity_client_id:
             return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
         return ManagedIdentityCredential()
+    from shared.dataverse.auth import EmulatorCredential, is_loopback
+
+    if settings.dataverse_url and is_loopback(settings.dataverse_url):
+        return EmulatorCredential()
     from azure.identity.aio import DefaultAzureCredential
 
     return DefaultAzureCredential(exclude_managed_identity_credential=True)

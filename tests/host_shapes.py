@@ -1,5 +1,7 @@
 """Objects built the way the Functions host builds them: the host's data shapes fed to the real
-converters of `azure.functions`, so tests see exactly what a trigger function receives."""
+converters of `azure.functions` and the Service Bus extension, so tests see exactly what a
+trigger function receives. The shapes are the host's own (tests/host drives the real worker
+with the same bytes)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ from uuid import UUID, uuid4
 
 import azurefunctions.extensions.base as base
 import azurefunctions.extensions.bindings.servicebus as sdk
-import uamqp
 from azure.functions import EventHubEvent, meta
 from azure.functions.eventhub import EventHubTriggerConverter
 from azure.functions.servicebus import ServiceBusMessage, ServiceBusMessageInConverter
 from azure.servicebus import ServiceBusReceivedMessage
 from azurefunctions.extensions.bindings.servicebus import ServiceBusConverter
+
+from shared import servicebus_binding
+from tests.host.amqp import binding_content
 
 
 def classic_service_bus_message(
@@ -32,8 +36,9 @@ def classic_service_bus_message(
     """A single-message Service Bus trigger invocation of the classic (non SDK-type) binding."""
     metadata = {
         "MessageId": meta.Datum(message_id, "string"),
-        "DeliveryCount": meta.Datum(delivery_count, "int"),
-        "SequenceNumber": meta.Datum(sequence_number, "int"),
+        # The host sends numbers as JSON text.
+        "DeliveryCount": meta.Datum(str(delivery_count), "json"),
+        "SequenceNumber": meta.Datum(str(sequence_number), "json"),
         "EnqueuedTimeUtc": meta.Datum(enqueued_time, "string"),
         "ApplicationProperties": meta.Datum(json.dumps(dict(properties)), "json"),
         "UserProperties": meta.Datum(json.dumps(dict(properties)), "json"),
@@ -56,23 +61,18 @@ def sdk_service_bus_message(
     delivery_count: int = 1,
     lock_token: UUID | None = None,
 ) -> ServiceBusReceivedMessage:
-    """A single-message invocation of the SDK-type binding: the host sends `model_binding_data`
-    whose content is the lock token (16 bytes, little-endian GUID), the marker
-    `x-opt-lock-token`, then the AMQP-encoded message; the extension's converter turns it into
-    `azure.servicebus.ServiceBusReceivedMessage`."""
-    header = uamqp.message.MessageHeader()
-    header.delivery_count = delivery_count
-    amqp = uamqp.Message(
+    """A single-message invocation of the SDK-type binding: the host's `model_binding_data`
+    (the lock token's 16 bytes, then the AMQP message: tests/host/amqp.py) through the
+    extension's converter, with the app's decoder installed as function_app.py installs it."""
+    servicebus_binding.install()
+    content = binding_content(
         body,
-        properties=uamqp.message.MessageProperties(
-            message_id=message_id, content_type=content_type
-        ),
-        application_properties=dict(properties),
-        header=header,
-        annotations={b"x-opt-sequence-number": 42, b"x-opt-enqueued-time": 1735689600000},
+        lock_token=lock_token or uuid4(),
+        properties=properties,
+        content_type=content_type,
+        message_id=message_id,
+        delivery_count=delivery_count,
     )
-    token = lock_token or uuid4()
-    content = token.bytes_le + b"x-opt-lock-token" + amqp.encode_message()
     binding_data = SimpleNamespace(
         version="1.0",
         source="AzureServiceBusReceivedMessage",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken
     from azure.core.credentials_async import AsyncTokenCredential
 
 # Refresh this long before expiry: managed identity tokens live for hours, a call for seconds.
@@ -64,3 +65,32 @@ class BearerTokenAuth(httpx.Auth):
             token = await self._bearer(force=True, rejected=token)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def is_loopback(url: str) -> bool:
+    """A Dataverse URL on this machine: the emulator (tools.emulator), never an environment."""
+    return httpx.URL(url).host in LOOPBACK_HOSTS
+
+
+class EmulatorCredential:
+    """The credential for an emulator on loopback, which takes any bearer token: no Azure login
+    is needed to run the app against it. Chosen only outside Azure (shared.settings)."""
+
+    TOKEN = "emulator"
+
+    async def get_token(self, *scopes: str, **_: object) -> AccessToken:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self.TOKEN, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> EmulatorCredential:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None

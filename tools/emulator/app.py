@@ -177,6 +177,11 @@ class DataverseEmulator:
         or, with `status=None`, are processed normally (a slow Dataverse)."""
         self._faults.append(Fault(status, count, retry_after, method, path_contains, delay))
 
+    def clear_faults(self) -> None:
+        """Forget the injected faults not yet served, and stop random ones."""
+        self._faults.clear()
+        self._fault_rate = 0.0
+
     def random_faults(
         self, rate: float, statuses: tuple[int, ...] = (429, 503), retry_after: float = 1.0
     ) -> None:
