@@ -49,6 +49,10 @@ param deployerPrincipalId string = ''
 @description('Group of operators: dead-letter tooling and dead-letter counts (Service Bus Data Owner)')
 param operatorsPrincipalId string = ''
 
+@description('Python of the function app. 3.13 runs the worker from the app\'s own azure-functions-runtime (requirements.lock); 3.11 and 3.12 stay supported')
+@allowed(['3.11', '3.12', '3.13'])
+param pythonVersion string = '3.13'
+
 param maximumInstances int = 40
 param healthSchedule string = '0 */15 * * * *'
 param housekeepingSchedule string = '0 30 3 * * *'
@@ -294,7 +298,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         maximumInstanceCount: maximumInstances
         instanceMemoryMB: 2048
       }
-      runtime: { name: 'python', version: '3.11' }
+      runtime: { name: 'python', version: pythonVersion }
     }
     siteConfig: {
       minTlsVersion: '1.2'

@@ -2,8 +2,10 @@
 
     python tools/package.py app.zip
 
-Standard library only, so a pipeline can run it before installing anything. Azure installs
-requirements.txt during the remote build (Flex Consumption, Python 3.11).
+Standard library only, so a pipeline can run it before installing anything. The remote build
+(Flex Consumption) installs the package's requirements.txt, so the package carries
+requirements.lock under that name: Azure installs the exact versions the tests ran, not the
+newest releases inside the ranges.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import fnmatch
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +46,32 @@ def files_to_package(root: Path = ROOT) -> list[str]:
     return sorted(path for path in tracked if not is_ignored(path, patterns))
 
 
+LOCK = "requirements.lock"
+
+
+def deployed_requirements(root: Path = ROOT) -> str:
+    """The lock, as the requirements.txt of the package."""
+    lock = (root / LOCK).read_text(encoding="utf-8")
+    return f"# {LOCK} of this commit: exact versions (the ranges are in the repository)\n{lock}"
+
+
+def contents(root: Path = ROOT) -> Iterator[tuple[str, bytes]]:
+    """Each file of the package with what it holds there."""
+    for path in files_to_package(root):
+        if path == "requirements.txt":
+            yield path, deployed_requirements(root).encode("utf-8")
+        elif path != LOCK:
+            yield path, (root / path).read_bytes()
+
+
 def main(argv: list[str]) -> int:
     target = Path(argv[1] if len(argv) > 1 else "app.zip")
-    files = files_to_package()
+    count = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in files:
-            archive.write(ROOT / path, path)
-    print(f"{target}: {len(files)} files")
+        for path, data in contents():
+            archive.writestr(path, data)
+            count += 1
+    print(f"{target}: {count} files")
     return 0
 
 

@@ -50,12 +50,12 @@ def worker_python() -> str:
 
 @pytest.fixture(scope="module")
 def script_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The app as the deployment package holds it (tools/package.py's file list), unpacked."""
-    from tools.package import files_to_package
+    """The app as the deployment package holds it (tools/package.py), unpacked."""
+    from tools.package import contents
 
     root = tmp_path_factory.mktemp("wwwroot")
-    for name in files_to_package(ROOT):
+    for name, data in contents(ROOT):
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((ROOT / name).read_bytes())
+        target.write_bytes(data)
     return root

@@ -233,3 +233,32 @@ def test_the_package_holds_the_app_and_its_environment_files_only() -> None:
         path.startswith(("tests/", "tools/", ".github/", "benchmarks/")) for path in files
     )
     assert not any(path.endswith((".bicep", ".bicepparam", ".md")) for path in files)
+
+
+def test_the_package_makes_azure_install_the_locked_versions(tmp_path: Path) -> None:
+    import zipfile
+
+    from tools import package
+
+    target = tmp_path / "app.zip"
+    assert package.main(["package", str(target)]) == 0
+    with zipfile.ZipFile(target) as archive:
+        deployed = archive.read("requirements.txt").decode()
+        names = archive.namelist()
+    lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    assert deployed.endswith(lock)
+    assert "requirements.lock" not in names
+    assert "function_app.py" in names
+
+
+def test_azure_runs_the_python_the_lock_and_the_pipelines_test() -> None:
+    bicep = (ROOT / "infra" / "main.bicep").read_text(encoding="utf-8")
+    assert "param pythonVersion string = '3.13'" in bicep
+    assert "runtime: { name: 'python', version: pythonVersion }" in bicep
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8"))
+    [setup] = [
+        step for step in ci["jobs"]["test"]["steps"] if "setup-python" in step.get("uses", "")
+    ]
+    assert setup["with"]["python-version"].split() == ["3.13", "3.11"]
+    run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "VENV=.venv-3.13 bash scripts/test" in run
