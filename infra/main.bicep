@@ -53,6 +53,10 @@ param operatorsPrincipalId string = ''
 @allowed(['3.11', '3.12', '3.13'])
 param pythonVersion string = '3.13'
 
+@description('MaxDeliveryCount of the queue and subscription; the app dead-letters on that delivery itself, with the real reason')
+@minValue(2)
+param maxDeliveryCount int = 10
+
 param maximumInstances int = 40
 param healthSchedule string = '0 */15 * * * *'
 param housekeepingSchedule string = '0 30 3 * * *'
@@ -158,8 +162,10 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
   parent: serviceBus
   name: queueName
   properties: {
-    maxDeliveryCount: 10
-    lockDuration: 'PT1M'
+    maxDeliveryCount: maxDeliveryCount
+    // The longest lock: a Retry leaves the message locked, so this is the wait before each
+    // redelivery. It outlasts a crashed instance's claim (a 5-minute lease) and any Retry-After.
+    lockDuration: 'PT5M'
     deadLetteringOnMessageExpiration: true
     defaultMessageTimeToLive: 'P14D'
     requiresSession: false // Dataverse sets no session id
@@ -188,8 +194,10 @@ resource subscription 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2022
   parent: topic
   name: subscriptionName
   properties: {
-    maxDeliveryCount: 10
-    lockDuration: 'PT1M'
+    maxDeliveryCount: maxDeliveryCount
+    // The longest lock: a Retry leaves the message locked, so this is the wait before each
+    // redelivery. It outlasts a crashed instance's claim (a 5-minute lease) and any Retry-After.
+    lockDuration: 'PT5M'
     deadLetteringOnMessageExpiration: true
     requiresSession: false
   }
@@ -334,6 +342,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'DATAVERSE_ENVIRONMENT', value: environmentName }
         { name: 'HEALTH_SCHEDULE', value: healthSchedule }
         { name: 'HEALTH_LOOKBACK_MINUTES', value: '20' }
+        { name: 'SERVICE_BUS_MAX_DELIVERY_COUNT', value: string(maxDeliveryCount) }
         { name: 'LOG_ATTRIBUTE_VALUES', value: 'false' }
         { name: 'DATAVERSE_OPENTELEMETRY', value: 'false' }
         // Telemetry with Entra authentication (local auth is off on the component).

@@ -1,10 +1,17 @@
 """Service Bus: from a received message to an outcome to its settlement.
 
 With the SDK-type binding (`auto_complete_messages=False`) the app settles explicitly:
-complete on Completed/Skipped, abandon on Retry (the broker redelivers, and dead-letters after
-MaxDeliveryCount), dead-letter with reason and description on DeadLetter. If settling fails, the
-invocation fails too: the message stays locked until its lock expires and is then redelivered,
-and the idempotency claims make the rerun harmless. Nothing is lost.
+complete on Completed/Skipped, dead-letter with reason and description on DeadLetter.
+
+A Retry means "later", not "now": the message is left locked, not abandoned, so the broker
+redelivers it only when its lock expires (LockDuration: 5 minutes in infra/main.bicep). That
+outlasts a crashed holder's claim (a 5-minute lease) and any Retry-After the client waits for,
+where abandoning made the message visible at once and spent MaxDeliveryCount in seconds. On the
+last delivery the broker allows (`SERVICE_BUS_MAX_DELIVERY_COUNT`, equal to the entity's
+MaxDeliveryCount) the app dead-letters a Retry itself, with the real reason and detail rather
+than the broker's generic MaxDeliveryCountExceeded. If settling fails, the invocation fails
+too: the message is redelivered when its lock expires, and the idempotency claims make the
+rerun harmless. Nothing is lost.
 
 Without settlement support (the classic binding, `actions=None`) the same outcomes map to the
 host's own behaviour: return to complete, raise to have the message redelivered, up to
@@ -53,11 +60,19 @@ async def handle_message(
     if actions is None:
         _settle_through_host(outcome)
         return outcome
+    if isinstance(outcome, Retry) and _last_delivery(
+        event.delivery_count, dispatcher.settings.max_delivery_count
+    ):
+        outcome = DeadLetter(
+            "RetriesExhausted",
+            f"still failing on delivery {event.delivery_count} of "
+            f"{dispatcher.settings.max_delivery_count}: {outcome.reason}: {outcome.detail}",
+        )
     try:
         if isinstance(outcome, Completed | Skipped):
             actions.complete(message)
         elif isinstance(outcome, Retry):
-            actions.abandon(message)
+            pass  # left locked: redelivered when the lock expires (see the module docstring)
         else:
             actions.deadletter(
                 message,
@@ -79,6 +94,11 @@ async def handle_message(
         type(outcome).__name__,
     )
     return outcome
+
+
+def _last_delivery(delivery_count: int | None, max_delivery_count: int) -> bool:
+    # Without a delivery count (a host that does not send it) the broker's own limit applies.
+    return delivery_count is not None and delivery_count >= max_delivery_count
 
 
 def _settle_through_host(outcome: Outcome) -> None:

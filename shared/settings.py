@@ -58,6 +58,9 @@ class Settings:
     environment_name: str | None = None
     # How far back the health monitor looks for failed posts (a little more than its schedule).
     health_lookback_minutes: int = 20
+    # The MaxDeliveryCount of the queue or subscription: on that delivery the app dead-letters a
+    # message that still needs a retry, with the real reason (infra/main.bicep sets both).
+    max_delivery_count: int = 10
     # Trigger entities; a trigger whose setting is empty is not registered.
     queue_name: str | None = None
     topic_name: str | None = None
@@ -110,6 +113,7 @@ class Settings:
             idempotency_table=text("IDEMPOTENCY_TABLE") or "dataverseidempotency",
             environment_name=text("DATAVERSE_ENVIRONMENT"),
             health_lookback_minutes=int(number("HEALTH_LOOKBACK_MINUTES", 20)),
+            max_delivery_count=int(number("SERVICE_BUS_MAX_DELIVERY_COUNT", 10)),
             queue_name=text("DATAVERSE_QUEUE_NAME"),
             topic_name=text("DATAVERSE_TOPIC_NAME"),
             subscription_name=text("DATAVERSE_SUBSCRIPTION_NAME"),

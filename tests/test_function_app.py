@@ -22,7 +22,8 @@ from shared.dataverse import DataverseClient
 from shared.dispatch import Dispatcher
 from shared.errors import TransientError
 from shared.eventhub import BatchNeedsRetry
-from shared.idempotency import InMemoryIdempotencyStore
+from shared.events import DataverseEvent
+from shared.idempotency import InMemoryIdempotencyStore, event_key
 from shared.poison import InMemoryPoisonStore, ParkedEvent
 from shared.registration import load_environment
 from shared.routing import Router
@@ -251,15 +252,52 @@ async def test_our_own_write_coming_back_is_completed_without_running_handlers(
     assert runtime.dispatcher.stats.outcomes == {"Skipped": 1}
 
 
-async def test_a_throttled_write_is_abandoned_for_redelivery(
+async def test_a_throttled_write_is_left_locked_for_a_later_redelivery(
     app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
 ) -> None:
+    # Abandoning made the message visible at once: 20 of 20 throttled messages were
+    # dead-lettered in 0.16 s. Left locked, each comes back when its lock expires (5 minutes).
     emulator.inject(429, count=100, retry_after=15)
     message = sdk_service_bus_message(context_bytes("account-create.json"), properties=claims())
     actions = RecordingActions()
     await trigger(app_module, "dataverse_queue")(message, actions)
-    assert actions.settlements == ["abandon"]
+    assert actions.settlements == []
     assert emulator.rows("tasks") == []
+
+
+async def test_on_the_last_delivery_the_app_dead_letters_with_the_real_reason(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    emulator.inject(429, count=100, retry_after=15)
+    last = runtime.settings.max_delivery_count
+    message = sdk_service_bus_message(
+        context_bytes("account-create.json"), properties=claims(), delivery_count=last
+    )
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_queue")(message, actions)
+    [(name, _, details)] = actions.calls
+    assert (name, details["reason"]) == ("deadletter", "RetriesExhausted")
+    assert f"delivery {last} of {last}" in details["description"]
+    assert "Throttled" in details["description"] or "429" in details["description"]
+
+
+async def test_a_crashed_holders_claim_does_not_spend_the_delivery_count(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    """Finding: with a crashed instance holding the claim (a 300 s lease), every redelivery got
+    Retry(InProgress) and was abandoned: dead-lettered after 22 s. Now each redelivery but the
+    last is left locked, so the 10 deliveries span 10 lock durations (50 minutes)."""
+    body = context_bytes("account-create.json")
+    event = DataverseEvent.from_service_bus(sdk_service_bus_message(body, properties=claims()))
+    context = event.context
+    runtime.dispatcher.claim_wait_seconds = 0.01  # how long a delivery waits for a held claim
+    for route in runtime.router.match(context):  # the crashed instance's claims, still leased
+        await runtime.dispatcher.idempotency.claim(f"{event_key(event)}|{route.name}")
+    for delivery in range(1, runtime.settings.max_delivery_count):
+        message = sdk_service_bus_message(body, properties=claims(), delivery_count=delivery)
+        actions = RecordingActions()
+        await trigger(app_module, "dataverse_queue")(message, actions)
+        assert actions.settlements == [], f"delivery {delivery}"
 
 
 async def test_a_binary_body_from_a_default_endpoint_is_handled(

@@ -159,17 +159,27 @@ def test_a_foreign_organization_is_dead_lettered(host: HostDouble) -> None:
     assert (settlement.action, settlement.reason) == ("deadletter", "UnknownOrganization")
 
 
-def test_a_failing_handler_hands_the_message_back(
+def test_a_failing_handler_leaves_the_message_locked_until_its_last_delivery(
     host: HostDouble, emulator: DataverseEmulator
 ) -> None:
     emulator.inject(503, count=50, path_contains="tasks")
     try:
         body = account_create(OperationId=str(uuid.uuid4()))
-        settlement = settle(host, "dataverse_queue", body, message_id="failing-1")
+        inputs, metadata, token = service_bus_invocation(
+            body, properties=claims(), message_id="failing-1", delivery_count=3
+        )
+        early = host.invoke("dataverse_queue", inputs, trigger_metadata=metadata)
+        settlement = settle(
+            host, "dataverse_queue", body, message_id="failing-1", delivery_count=10
+        )
     finally:
         emulator.clear_faults()
-    assert settlement.action in ("abandon", "deadletter")
-    assert settlement.reason != "MaxDeliveryCountExceeded"
+    # Delivery 3: no settlement reaches the host, so the broker redelivers after the lock.
+    assert succeeded(early)
+    assert not [entry for entry in host.settlements if entry.lock_token == str(token)]
+    # Delivery 10 (MaxDeliveryCount): the app dead-letters it itself, with the real reason.
+    assert (settlement.action, settlement.reason) == ("deadletter", "RetriesExhausted")
+    assert "503" in (settlement.description or "")
 
 
 def test_an_event_hub_batch_is_applied_and_returns_success(host: HostDouble) -> None:
