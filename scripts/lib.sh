@@ -72,7 +72,9 @@ ensure_azurite() {
     --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 \
     > .azurite/azurite.log 2>&1 &
   AZURITE_PID=$!
-  trap 'kill "$AZURITE_PID" 2>/dev/null || true' EXIT
+  # Wait for it to exit, so a second run right after this one (CI's 3.13 pass) starts its own
+  # instead of finding this one's ports still open while it shuts down.
+  trap 'kill "$AZURITE_PID" 2>/dev/null; wait "$AZURITE_PID" 2>/dev/null || true' EXIT
   for _ in $(seq 1 50); do
     if (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null; then
       return 0
