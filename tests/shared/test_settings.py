@@ -6,6 +6,7 @@ import pytest
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 from shared.dataverse import create_client
+from shared.dataverse.auth import EmulatorCredential
 from shared.settings import DEFAULT_WRITE_TAG, Settings, SettingsError, make_credential
 
 
@@ -79,3 +80,16 @@ async def test_client_from_settings() -> None:
     assert client.api_url == "https://contoso.crm.dynamics.com/api/data/v9.2/"
     assert client.options.tag == "t"
     await client.aclose()
+
+
+async def test_a_loopback_dataverse_url_is_the_emulator_and_needs_no_login() -> None:
+    local = make_credential(Settings(dataverse_url="http://127.0.0.1:8765"))
+    assert isinstance(local, EmulatorCredential)
+    assert (await local.get_token("http://127.0.0.1:8765/.default")).token == "emulator"
+    remote = make_credential(Settings(dataverse_url="https://contoso.crm.dynamics.com"))
+    assert isinstance(remote, DefaultAzureCredential)
+    await remote.close()
+    # In Azure the managed identity is used whatever the URL says.
+    azure = make_credential(Settings(dataverse_url="http://localhost:8765", in_azure=True))
+    assert isinstance(azure, ManagedIdentityCredential)
+    await azure.close()
