@@ -62,9 +62,12 @@ if settings.topic_name and settings.subscription_name:
 if settings.event_hub_name:
 
     @app.function_name("dataverse_event_hub")
+    # Never give up: the host checkpoints past a batch once its retries end, so the app parks
+    # what still fails itself (shared.eventhub.PARK_AFTER_RETRIES) and fails the batch while an
+    # event can be neither applied nor parked.
     @app.retry(
         strategy="exponential_backoff",
-        max_retry_count="5",
+        max_retry_count="-1",
         minimum_interval="00:00:05",
         maximum_interval="00:05:00",
     )

@@ -21,7 +21,7 @@ from shared.app import Runtime, build
 from shared.dataverse import DataverseClient
 from shared.dispatch import Dispatcher
 from shared.errors import TransientError
-from shared.eventhub import BatchNeedsRetry
+from shared.eventhub import PARK_AFTER_RETRIES, BatchNeedsRetry
 from shared.events import DataverseEvent
 from shared.idempotency import InMemoryIdempotencyStore, event_key
 from shared.poison import InMemoryPoisonStore, ParkedEvent
@@ -128,7 +128,7 @@ def test_indexing_lists_the_three_triggers_with_the_host_binding_json(
     assert event_hub_function.get_settings_dict("retry_policy") == {
         "setting_name": "retry_policy",
         "strategy": "exponential_backoff",
-        "max_retry_count": "5",
+        "max_retry_count": "-1",
         "minimum_interval": "00:00:05",
         "maximum_interval": "00:05:00",
     }
@@ -385,7 +385,7 @@ def record_body(row: int, sequence: int) -> bytes:
     return orjson.dumps(tree)
 
 
-def retry_context(count: int, maximum: int = 5) -> SimpleNamespace:
+def retry_context(count: int, maximum: int = -1) -> SimpleNamespace:
     return SimpleNamespace(
         retry_context=SimpleNamespace(retry_count=count, max_retry_count=maximum)
     )
@@ -475,7 +475,7 @@ async def test_a_failing_row_is_retried_then_parked_on_the_last_attempt(
     with pytest.raises(BatchNeedsRetry, match="2 of 6"):
         await function(events, retry_context(0))
     assert recorder.order == {failing_row: [1], str(UUID(int=2)): [1, 2, 3]}
-    await function(events, retry_context(5))  # the last retry: park, let the checkpoint advance
+    await function(events, retry_context(PARK_AFTER_RETRIES))  # park: the checkpoint may advance
     assert recorder.order[failing_row] == [1]  # sequence 3 never ran before sequence 2
     assert recorder.order[str(UUID(int=2))] == [1, 2, 3]  # not rerun: duplicates
     poison = runtime.poison

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from handlers.welcome_task import welcome_task_id
+from shared.eventhub import PARK_AFTER_RETRIES
 from tests.conftest import context_bytes
 from tests.events import ORGANIZATION_ID, claims
 from tests.host.host import HostDouble, Settlement, protos
@@ -104,7 +105,7 @@ def test_the_worker_indexes_every_function_with_its_bindings(host: HostDouble) -
     assert bindings["dataverse_queue"]["message"].type == "serviceBusTrigger"
     assert bindings["dataverse_event_hub"]["events"].type == "eventHubTrigger"
     retry = host.functions["dataverse_event_hub"].retry_options
-    assert retry.max_retry_count == 5
+    assert retry.max_retry_count == -1  # unbounded: the app parks, the host never gives up
     # The host binds ModelBindingData (the SDK type) only where the raw binding asks for it.
     for name in ("dataverse_queue", "dataverse_topic"):
         [raw] = [orjson.loads(raw) for raw in host.functions[name].raw_bindings]
@@ -185,7 +186,7 @@ def test_a_failing_handler_leaves_the_message_locked_until_its_last_delivery(
 def test_an_event_hub_batch_is_applied_and_returns_success(host: HostDouble) -> None:
     bodies = [account_create(OperationId=str(uuid.uuid4())) for _ in range(3)]
     inputs, metadata = event_hub_invocation(bodies, properties=[claims()] * 3)
-    response = host.invoke("dataverse_event_hub", inputs, trigger_metadata=metadata, retry=(0, 5))
+    response = host.invoke("dataverse_event_hub", inputs, trigger_metadata=metadata, retry=(0, -1))
     assert succeeded(response), response.result.exception.message
 
 
@@ -196,8 +197,10 @@ def test_an_event_hub_batch_that_needs_a_retry_fails_the_invocation(
     try:
         body = account_create(OperationId=str(uuid.uuid4()))
         inputs, metadata = event_hub_invocation([body], properties=[claims()], first_sequence=500)
-        first = host.invoke("dataverse_event_hub", inputs, trigger_metadata=metadata, retry=(0, 5))
-        last = host.invoke("dataverse_event_hub", inputs, trigger_metadata=metadata, retry=(5, 5))
+        first = host.invoke("dataverse_event_hub", inputs, trigger_metadata=metadata, retry=(0, -1))
+        last = host.invoke(
+            "dataverse_event_hub", inputs, trigger_metadata=metadata, retry=(PARK_AFTER_RETRIES, -1)
+        )
     finally:
         emulator.clear_faults()
     assert not succeeded(first)  # the host's retry policy runs the batch again
