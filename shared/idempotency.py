@@ -141,9 +141,13 @@ def record_key(context: RemoteExecutionContext) -> str:
 
 
 def position_of(context: RemoteExecutionContext) -> Position:
-    """The event's position: the Target's row version, else a post image's, and the time."""
+    """The event's position: a post image's row version, else the Target's, and the time.
+
+    A post image carries the row's version after the change. The Target of an update sent with
+    If-Match carries the version the caller read, the one before the change: preferring it made
+    a newer change tie with an older one, and the older was applied last."""
     row_version: int | None = None
-    candidates = [context.target, *context.post_entity_images.values()]
+    candidates = [*context.post_entity_images.values(), context.target]
     for entity in candidates:
         if isinstance(entity, Entity) and entity.row_version and entity.row_version.isdigit():
             row_version = int(entity.row_version)

@@ -181,3 +181,23 @@ def test_watermark_comparison_rules() -> None:
     advanced = mark.advanced_to(Position(position(10).created_on, 100, "y"))
     assert advanced.operations == {"x", "y"}
     assert mark.advanced_to(position(12, 101)).operations == {"op-12-101"}
+
+
+def test_a_position_comes_from_the_post_image_before_the_target() -> None:
+    """Finding: an update sent with If-Match carries in its Target the version the caller read
+    (the one before the change); the post image carries the new one. Preferring the Target made
+    a newer change tie with an older one."""
+    import orjson
+
+    from shared.context import parse_context
+    from shared.idempotency import position_of
+    from tests.conftest import context_bytes
+
+    tree = orjson.loads(context_bytes("contact-update.json"))
+    target = tree["InputParameters"][0]["value"]
+    target["RowVersion"] = "147059700"  # what the caller read, sent with If-Match
+    newer = parse_context(orjson.dumps(tree))
+    assert position_of(newer).row_version == 147059704  # the post image's
+    del tree["PostEntityImages"][:]
+    without_image = parse_context(orjson.dumps(tree))
+    assert position_of(without_image).row_version == 147059700  # the Target's, as a fallback
