@@ -98,9 +98,11 @@ if settings.event_hub_name:
 @app.function_name("dataverse_housekeeping")
 @app.timer_trigger(arg_name="timer", schedule="%HOUSEKEEPING_SCHEDULE%", run_on_startup=False)
 async def dataverse_housekeeping(timer: func.TimerRequest) -> None:
-    """Delete idempotency claims past their retention (the store keeps them 7 days)."""
+    """Delete what the idempotency store keeps past its retention: claims 7 days (completed, or
+    stranded in progress by a crashed instance), a row's ordering record 15 days after its
+    last change."""
     purged = await runtime.dispatcher.idempotency.purge_expired()
-    logger.info("purged %d expired idempotency claims", purged)
+    logger.info("purged %d expired idempotency records", purged)
 
 
 if settings.environment_name:

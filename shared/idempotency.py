@@ -24,7 +24,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
@@ -33,6 +33,12 @@ from shared.events import DataverseEvent
 
 DEFAULT_LEASE_SECONDS = 300.0  # the longest a handler may run before another delivery takes over
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0  # Dataverse retries and broker replays end well before
+# A row's watermark outlives the longest a late event of that row can still arrive: the queue's
+# 14-day message TTL (infra/main.bicep), plus a day.
+DEFAULT_ROW_RETENTION_SECONDS = 15 * 24 * 3600.0
+# Azure Tables' earliest DateTime. A context without OperationCreatedOn reads as .NET's
+# DateTime.MinValue (year 1), which Azure refuses (Azurite accepts it): positions start here.
+TABLE_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 
 class ClaimState(enum.Enum):
@@ -152,7 +158,8 @@ def position_of(context: RemoteExecutionContext) -> Position:
         if isinstance(entity, Entity) and entity.row_version and entity.row_version.isdigit():
             row_version = int(entity.row_version)
             break
-    return Position(context.operation_created_on, row_version, str(context.operation_id))
+    created_on = max(context.operation_created_on, TABLE_EPOCH)
+    return Position(created_on, row_version, str(context.operation_id))
 
 
 class InMemoryIdempotencyStore:
@@ -164,13 +171,16 @@ class InMemoryIdempotencyStore:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        row_retention_seconds: float = DEFAULT_ROW_RETENTION_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
+        self.row_retention_seconds = row_retention_seconds
         self._clock = clock
         self._claims: dict[str, tuple[ClaimState, float, str]] = {}
-        self._rows: dict[str, tuple[Watermark | None, str | None, float]] = {}
+        # Per row and handler: watermark, lease owner, lease end, when the record expires.
+        self._rows: dict[str, tuple[Watermark | None, str | None, float, float]] = {}
         # Ownership tokens need only be unique within this process.
         self._tokens = itertools.count(1)
 
@@ -188,22 +198,26 @@ class InMemoryIdempotencyStore:
     async def claim_in_order(self, record: str, handler: str, position: Position) -> Claim:
         key = f"{record}|{handler}"
         now = self._clock()
-        watermark, owner, until = self._rows.get(key, (None, None, 0.0))
+        watermark, owner, until, _ = self._rows.get(key, (None, None, 0.0, 0.0))
         if owner is not None and until > now:
             return Claim(key, ClaimState.IN_PROGRESS, position=position)
         if watermark is not None and not watermark.admits(position):
             state = ClaimState.COMPLETED if watermark.applied(position) else ClaimState.STALE
             return Claim(key, state, position=position)
         token = str(next(self._tokens))
-        self._rows[key] = (watermark, token, now + self.lease_seconds)
+        self._rows[key] = (watermark, token, now + self.lease_seconds, self._row_expiry())
         return Claim(key, ClaimState.ACQUIRED, token, position)
+
+    def _row_expiry(self) -> float:
+        return self._clock() + self.row_retention_seconds
 
     async def complete(self, claim: Claim) -> None:
         if claim.position is not None:
-            watermark, owner, _ = self._rows.get(claim.key, (None, None, 0.0))
+            watermark, owner, _, _ = self._rows.get(claim.key, (None, None, 0.0, 0.0))
             if owner != claim.token:
                 raise LostClaim(claim.key)
-            self._rows[claim.key] = (advance(watermark, claim.position), None, 0.0)
+            advanced = advance(watermark, claim.position)
+            self._rows[claim.key] = (advanced, None, 0.0, self._row_expiry())
             return
         record = self._claims.get(claim.key)
         if record is None or record[2] != claim.token:
@@ -213,9 +227,9 @@ class InMemoryIdempotencyStore:
 
     async def release(self, claim: Claim) -> None:
         if claim.position is not None:
-            watermark, owner, _ = self._rows.get(claim.key, (None, None, 0.0))
+            watermark, owner, _, expires = self._rows.get(claim.key, (None, None, 0.0, 0.0))
             if owner == claim.token:
-                self._rows[claim.key] = (watermark, None, 0.0)
+                self._rows[claim.key] = (watermark, None, 0.0, expires)
             return
         record = self._claims.get(claim.key)
         if record is not None and record[2] == claim.token:
@@ -226,4 +240,11 @@ class InMemoryIdempotencyStore:
         expired = [key for key, (_, until, _) in self._claims.items() if until <= now]
         for key in expired:
             del self._claims[key]
-        return len(expired)
+        quiet = [
+            key
+            for key, (_, _, lease, expires) in self._rows.items()
+            if expires <= now and lease <= now
+        ]
+        for key in quiet:
+            del self._rows[key]
+        return len(expired) + len(quiet)

@@ -8,7 +8,8 @@ Every change is a conditional write, so two instances can never both win:
 
 Layout, one table: per-event claims in partition `claim|<operation>|<step>` with one row per
 handler; ordered routes in partition `order|<table>|<row id>` with one row per handler holding
-the lease and the watermark. Completed claims carry `ExpiresAt`; `purge_expired` deletes them.
+the lease and the watermark. Every record carries `ExpiresAt`; `purge_expired` deletes those
+past it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from azure.data.tables import UpdateMode
 from shared.idempotency import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_RETENTION_SECONDS,
+    DEFAULT_ROW_RETENTION_SECONDS,
+    TABLE_EPOCH,
     Claim,
     ClaimState,
     LostClaim,
@@ -61,11 +64,13 @@ class TableIdempotencyStore:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        row_retention_seconds: float = DEFAULT_ROW_RETENTION_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._table = table
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
+        self.row_retention_seconds = row_retention_seconds
         self._clock = clock
         self._ensure_table = CreateOnce(table.create_table)
 
@@ -141,6 +146,7 @@ class TableIdempotencyStore:
                             "PartitionKey": partition,
                             "RowKey": row,
                             **_lease(token, now + self.lease_seconds),
+                            "ExpiresAt": now + self.row_retention_seconds,
                         }
                     )
                 except ResourceExistsError:
@@ -157,6 +163,7 @@ class TableIdempotencyStore:
                     {
                         **_without_metadata(existing),
                         **_lease(token, now + self.lease_seconds),
+                        "ExpiresAt": now + self.row_retention_seconds,
                     },
                     mode=UpdateMode.REPLACE,
                     etag=existing.metadata["etag"],
@@ -207,6 +214,7 @@ class TableIdempotencyStore:
                 "RowKey": row,
                 **_watermark_fields(watermark),
                 **_lease("", 0.0),
+                "ExpiresAt": self._clock() + self.row_retention_seconds,
             },
             mode=UpdateMode.REPLACE,
             etag=claim.token,
@@ -227,10 +235,13 @@ class TableIdempotencyStore:
             pass  # already taken over or gone: nothing of ours to release
 
     async def purge_expired(self) -> int:
-        """Delete completed claims past their retention; returns how many."""
+        """Delete what is past its retention; returns how many: completed claims, claims left in
+        progress by an instance that never came back (their ExpiresAt is set when claimed), and
+        rows' ordering records not changed for the row retention. A live lease is never cut."""
         await self._ensure_table()
-        query = "ExpiresAt lt @now and State eq @completed"
-        parameters = {"now": self._clock(), "completed": _COMPLETED}
+        now = self._clock()
+        query = "ExpiresAt lt @now and LeaseUntil lt @now"
+        parameters = {"now": now}
         deleted = 0
         async for entity in self._table.query_entities(query, parameters=parameters):
             with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
@@ -256,7 +267,7 @@ def _watermark_fields(watermark: Watermark | None) -> dict[str, Any]:
     if watermark is None:
         return {}
     return {
-        "WatermarkOn": watermark.created_on,
+        "WatermarkOn": max(watermark.created_on, TABLE_EPOCH),
         # Text: row versions outgrow 32 bits, and Int64 comes back wrapped.
         "WatermarkRowVersion": "" if watermark.row_version is None else str(watermark.row_version),
         "WatermarkOperations": ",".join(sorted(watermark.operations)),

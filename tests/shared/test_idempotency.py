@@ -201,3 +201,62 @@ def test_a_position_comes_from_the_post_image_before_the_target() -> None:
     del tree["PostEntityImages"][:]
     without_image = parse_context(orjson.dumps(tree))
     assert position_of(without_image).row_version == 147059700  # the Target's, as a fallback
+
+
+DAY = 24 * 3600.0
+
+
+async def test_claims_stranded_in_progress_are_purged_after_retention(
+    stores: tuple[Factory, Clock],
+) -> None:
+    """Finding: purge deleted completed claims only; a claim whose instance died stayed."""
+    factory, clock = stores
+    store = await factory()
+    await store.claim("op-stranded|step|h")  # the instance crashed before completing
+    clock.now += 7 * DAY + 1
+    assert await store.purge_expired() == 1
+    assert await store.purge_expired() == 0
+
+
+async def test_a_quiet_rows_watermark_outlives_the_queues_message_ttl_then_goes(
+    stores: tuple[Factory, Clock],
+) -> None:
+    """Finding: purge never deleted ordered routes' row records, so the table grew without
+    bound. A row record now expires 15 days after its last change: a late event can arrive up
+    to the queue's 14-day TTL, and must still meet the watermark."""
+    factory, clock = stores
+    store = await factory()
+    claim = await store.claim_in_order("account|7", "h", position(10, 200))
+    await store.complete(claim)
+    clock.now += 14 * DAY
+    assert await store.purge_expired() == 0
+    late = await store.claim_in_order("account|7", "h", position(5, 150))
+    assert late.state is ClaimState.STALE  # the watermark is still there to refuse it
+    clock.now += 1 * DAY + 1
+    assert await store.purge_expired() == 1
+
+
+async def test_a_context_without_operation_created_on_never_writes_a_date_before_1601(
+    stores: tuple[Factory, Clock],
+) -> None:
+    """Finding: such a context stored year 1, which Azure Tables refuses (Azurite accepts it)."""
+    import orjson
+
+    from shared.context import parse_context
+    from shared.idempotency import TABLE_EPOCH, position_of
+    from tests.conftest import context_bytes
+
+    tree = orjson.loads(context_bytes("contact-update.json"))
+    tree.pop("OperationCreatedOn", None)
+    first = position_of(parse_context(orjson.dumps(tree)))
+    assert first.created_on == TABLE_EPOCH
+    factory, _ = stores
+    store = await factory()
+    claim = await store.claim_in_order("contact|1", "h", Position(first.created_on, None, "a"))
+    await store.complete(claim)
+    # Another dateless change of the row: a tie in time, so it is admitted, not stale.
+    second = await store.claim_in_order("contact|1", "h", Position(first.created_on, None, "b"))
+    assert second.state is ClaimState.ACQUIRED
+    if isinstance(store, TableIdempotencyStore):
+        entity = await store._table.get_entity("order|contact|1", "h")
+        assert entity["WatermarkOn"].year >= 1601
