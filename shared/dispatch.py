@@ -46,6 +46,11 @@ logger = logging.getLogger("dataverse.dispatch")
 
 # Service Bus keeps dead-letter descriptions to 4096 characters; keep them readable anyway.
 MAX_DESCRIPTION = 1024
+# A handler may run for this share of its claim's lease, so it always ends (or is cancelled)
+# before another delivery can take the claim over: 240 s of the 300 s lease.
+HANDLER_SHARE_OF_LEASE = 0.8
+# Writes of a completion to the store, before the event is handed back for a redelivery.
+COMPLETE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,12 @@ class Dispatcher:
                     claim = await self._await_release(route, context, handler_key)
             except InvalidMessage as error:
                 return DeadLetter(error.reason, _clip(f"{route.name}: {error.message}"))
+            except Exception as error:  # the store is unreachable or refused us
+                logger.warning("%s: claiming failed: %s", route.name, error)
+                return Retry(
+                    "StoreUnavailable",
+                    _clip(f"{route.name}: claiming failed: {type(error).__name__}: {error}"),
+                )
             if claim.state is ClaimState.COMPLETED:
                 logger.info("duplicate delivery: %s already applied", route.name)
                 continue
@@ -241,14 +252,27 @@ class Dispatcher:
                 return Retry("InProgress", f"{route.name} is running in another delivery")
             failure = await self._call(route, event, context)
             if failure is not None:
-                await self.idempotency.release(claim)
+                await self._release(claim, route)
                 return failure
             try:
-                await self.idempotency.complete(claim)
+                await self._complete(claim)
             except LostClaim:
-                # Another delivery took the claim over after our lease ran out; both runs
-                # happened, which is what handlers' upserts and absolute values absorb.
+                if route.ordered:
+                    # Another delivery may have applied a newer change of the row meanwhile:
+                    # never report this run as done; the redelivery meets the watermark.
+                    logger.error("lease of ordered %s was lost while it ran", route.name)
+                    return Retry("LeaseLost", f"{route.name} outlived its claim on the row")
+                # Both runs happened, which is what handlers' upserts and absolute values absorb.
                 logger.warning("lease of %s expired while it ran", route.name)
+            except Exception as error:
+                logger.error("%s: recording the completion failed: %s", route.name, error)
+                return Retry(
+                    "StoreUnavailable",
+                    _clip(
+                        f"{route.name} applied the event, but its completion could not be "
+                        f"recorded ({type(error).__name__}: {error}); a redelivery runs it again"
+                    ),
+                )
             ran.append(route.name)
         scope.handler = None
         if not applicable:
@@ -267,6 +291,33 @@ class Dispatcher:
                 record_key(context), route.name, position_of(context)
             )
         return self.idempotency.claim(key)
+
+    async def _complete(self, claim: Claim) -> None:
+        """Record the completion, a few times over a passing store error (the handler's effect
+        is already applied; a redelivery would run it again)."""
+        for attempt in range(COMPLETE_ATTEMPTS):
+            try:
+                await self.idempotency.complete(claim)
+                return
+            except LostClaim:
+                raise
+            except Exception:
+                if attempt + 1 == COMPLETE_ATTEMPTS:
+                    raise
+                await self._sleep(0.2 * 2**attempt)
+
+    async def _release(self, claim: Claim, route: Route) -> None:
+        """Give the claim up after a failure; if the store refuses, its lease ends it anyway."""
+        try:
+            await self.idempotency.release(claim)
+        except Exception as error:
+            logger.warning(
+                "%s: releasing the claim failed (its lease ends it): %s", route.name, error
+            )
+
+    @property
+    def handler_budget_seconds(self) -> float:
+        return self.idempotency.lease_seconds * HANDLER_SHARE_OF_LEASE
 
     async def _await_release(
         self, route: Route, context: RemoteExecutionContext, key: str
@@ -288,11 +339,23 @@ class Dispatcher:
         self, route: Route, event: DataverseEvent, context: RemoteExecutionContext
     ) -> Outcome | None:
         self.stats.handler_runs += 1
+        budget = self.handler_budget_seconds
         try:
-            if route.wants_event:
-                await route.handler(context, self.dataverse, event)
-            else:
-                await route.handler(context, self.dataverse)
+            async with asyncio.timeout(budget) as window:
+                if route.wants_event:
+                    await route.handler(context, self.dataverse, event)
+                else:
+                    await route.handler(context, self.dataverse)
+        except TimeoutError as error:
+            if window.expired():
+                logger.warning("%s ran out of its %.0f s and was cancelled", route.name, budget)
+                return Retry(
+                    "HandlerTimeout",
+                    f"{route.name} ran longer than {budget:.0f} s, the part of its claim's "
+                    "lease a handler may use; it was cancelled before another delivery could "
+                    "take the claim over",
+                )
+            return Retry("Timeout", _clip(f"{route.name}: timed out {error}"))
         except DataverseError as error:
             if error.retryable:
                 logger.warning("%s: Dataverse asked to retry: %s", route.name, error)
@@ -307,8 +370,6 @@ class Dispatcher:
         except TransientError as error:
             logger.warning("%s asked for a retry: %s", route.name, error)
             return Retry("TransientError", _clip(f"{route.name}: {error}"))
-        except TimeoutError as error:
-            return Retry("Timeout", _clip(f"{route.name}: timed out {error}"))
         except Exception as error:
             # An unknown bug may be transient (a race, a dependency); the broker's delivery
             # limit turns a persistent one into a dead letter.

@@ -106,6 +106,9 @@ class Claim(NamedTuple):
 
 
 class IdempotencyStore(Protocol):
+    # How long a claim is held: the dispatcher ends a handler before it runs this long.
+    lease_seconds: float
+
     async def claim(self, key: str) -> Claim: ...
 
     async def claim_in_order(self, record: str, handler: str, position: Position) -> Claim: ...

@@ -51,6 +51,10 @@ DEFAULT_TABLE = "dataverseidempotency"
 _FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")  # not allowed in table keys
 _IN_PROGRESS = "InProgress"
 _COMPLETED = "Completed"
+# Instances' clocks may disagree (one 120 s ahead took over a 300 s lease after 181 s); Azure
+# hosts keep theirs within a second or two of each other, so this margin is wide. It delays a
+# takeover after a crash, never a normal run.
+CLOCK_SKEW_SECONDS = 150.0
 
 
 def _safe(key: str) -> str:
@@ -65,9 +69,11 @@ class TableIdempotencyStore:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         row_retention_seconds: float = DEFAULT_ROW_RETENTION_SECONDS,
+        clock_skew_seconds: float = CLOCK_SKEW_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._table = table
+        self.clock_skew_seconds = clock_skew_seconds
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self.row_retention_seconds = row_retention_seconds
@@ -76,6 +82,12 @@ class TableIdempotencyStore:
 
     async def close(self) -> None:
         await self._table.close()
+
+    def _held(self, entity: Mapping[str, Any], now: float) -> bool:
+        """Whether a lease written by another instance, by its own clock, is still live here:
+        taken over only a skew margin after its end, so an instance whose clock runs ahead
+        cannot cut a live lease short."""
+        return float(entity.get("LeaseUntil", 0) or 0) + self.clock_skew_seconds > now
 
     # --- per-event claims -----------------------------------------------------------------------
 
@@ -113,7 +125,7 @@ class TableIdempotencyStore:
                 continue  # released meanwhile: try to create again
             if existing.get("State") == _COMPLETED and existing.get("ExpiresAt", 0) > now:
                 return Claim(key, ClaimState.COMPLETED)
-            if existing.get("State") == _IN_PROGRESS and existing.get("LeaseUntil", 0) > now:
+            if existing.get("State") == _IN_PROGRESS and self._held(existing, now):
                 return Claim(key, ClaimState.IN_PROGRESS)
             # An expired lease (its instance crashed) or an expired completion: take it over.
             try:
@@ -152,7 +164,7 @@ class TableIdempotencyStore:
                 except ResourceExistsError:
                     continue
                 return Claim(key, ClaimState.ACQUIRED, str(created["etag"]), position)
-            if existing.get("LeaseOwner") and existing.get("LeaseUntil", 0) > now:
+            if existing.get("LeaseOwner") and self._held(existing, now):
                 return Claim(key, ClaimState.IN_PROGRESS, position=position)
             watermark = _watermark(existing)
             if watermark is not None and not watermark.admits(position):
@@ -240,8 +252,8 @@ class TableIdempotencyStore:
         rows' ordering records not changed for the row retention. A live lease is never cut."""
         await self._ensure_table()
         now = self._clock()
-        query = "ExpiresAt lt @now and LeaseUntil lt @now"
-        parameters = {"now": now}
+        query = "ExpiresAt lt @now and LeaseUntil lt @lease"
+        parameters = {"now": now, "lease": now - self.clock_skew_seconds}
         deleted = 0
         async for entity in self._table.query_entities(query, parameters=parameters):
             with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
