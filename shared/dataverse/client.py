@@ -17,6 +17,7 @@ a request is sent again lives in `_send`:
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
@@ -741,18 +742,28 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} to Dataverse")
 
 
+# Retry-After is clamped to this range: `inf` paused the process until a restart, `-1` or `0`
+# sent the next request at once. The ceiling is the Service Bus lock duration, so a message
+# handed back for a pause never returns before the pause is over.
+RETRY_AFTER_MIN_SECONDS = 1.0
+RETRY_AFTER_MAX_SECONDS = 300.0
+
+
 def _retry_after(response: httpx.Response, attempt: int) -> float:
-    """Seconds to wait: `Retry-After` as seconds or an HTTP date, else 2^attempt."""
+    """Seconds to wait: `Retry-After` as seconds or an HTTP date, else 2^attempt; clamped."""
     raw = response.headers.get("Retry-After")
+    wait = float(2**attempt)
     if raw:
         try:
-            return max(0.0, float(raw))
+            wait = float(raw)
         except ValueError:
             try:
-                return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+                wait = parsedate_to_datetime(raw).timestamp() - time.time()
             except (TypeError, ValueError):
                 pass
-    return float(2**attempt)
+    if math.isnan(wait):
+        wait = float(2**attempt)
+    return min(RETRY_AFTER_MAX_SECONDS, max(RETRY_AFTER_MIN_SECONDS, wait))
 
 
 _ERRORS: dict[int, type[DataverseError]] = {404: NotFound, 412: PreconditionFailed}

@@ -501,3 +501,16 @@ async def test_error_messages_never_carry_the_token(
         await client.create("accounts", {"name": "A"})
     assert "token-1" not in str(caught.value)
     assert "token-1" not in repr(caught.value.__dict__)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("inf", 300.0), ("9999", 300.0), ("-1", 1.0), ("0", 1.0), ("nan", 2.0), ("2.5", 2.5)],
+)
+def test_retry_after_is_clamped_to_a_sane_range(header: str, expected: float) -> None:
+    """Finding: `Retry-After: inf` throttled the process until a restart; `-1` gave no wait."""
+    import httpx
+
+    from shared.dataverse.client import _retry_after
+
+    assert _retry_after(httpx.Response(429, headers={"Retry-After": header}), 1) == expected
