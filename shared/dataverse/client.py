@@ -17,6 +17,7 @@ a request is sent again lives in `_send`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -757,10 +758,8 @@ def _retry_after(response: httpx.Response, attempt: int) -> float:
         try:
             wait = float(raw)
         except ValueError:
-            try:
+            with contextlib.suppress(TypeError, ValueError):  # neither: the default backoff
                 wait = parsedate_to_datetime(raw).timestamp() - time.time()
-            except (TypeError, ValueError):
-                pass
     if math.isnan(wait):
         wait = float(2**attempt)
     return min(RETRY_AFTER_MAX_SECONDS, max(RETRY_AFTER_MIN_SECONDS, wait))
