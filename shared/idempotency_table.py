@@ -89,6 +89,14 @@ class TableIdempotencyStore:
         cannot cut a live lease short."""
         return float(entity.get("LeaseUntil", 0) or 0) + self.clock_skew_seconds > now
 
+    def _row_lease(self, owner: str, until: float, now: float) -> dict[str, Any]:
+        """A row record's lease, and its expiry: every write restarts the row's retention."""
+        return {
+            "LeaseOwner": owner,
+            "LeaseUntil": until,
+            "ExpiresAt": now + self.row_retention_seconds,
+        }
+
     # --- per-event claims -----------------------------------------------------------------------
 
     @staticmethod
@@ -157,8 +165,7 @@ class TableIdempotencyStore:
                         {
                             "PartitionKey": partition,
                             "RowKey": row,
-                            **_lease(token, now + self.lease_seconds),
-                            "ExpiresAt": now + self.row_retention_seconds,
+                            **self._row_lease(token, now + self.lease_seconds, now),
                         }
                     )
                 except ResourceExistsError:
@@ -174,8 +181,7 @@ class TableIdempotencyStore:
                 taken = await self._table.update_entity(
                     {
                         **_without_metadata(existing),
-                        **_lease(token, now + self.lease_seconds),
-                        "ExpiresAt": now + self.row_retention_seconds,
+                        **self._row_lease(token, now + self.lease_seconds, now),
                     },
                     mode=UpdateMode.REPLACE,
                     etag=existing.metadata["etag"],
@@ -225,8 +231,7 @@ class TableIdempotencyStore:
                 "PartitionKey": partition,
                 "RowKey": row,
                 **_watermark_fields(watermark),
-                **_lease("", 0.0),
-                "ExpiresAt": self._clock() + self.row_retention_seconds,
+                **self._row_lease("", 0.0, self._clock()),
             },
             mode=UpdateMode.REPLACE,
             etag=claim.token,
@@ -265,10 +270,6 @@ class TableIdempotencyStore:
                 )
                 deleted += 1
         return deleted
-
-
-def _lease(owner: str, until: float) -> dict[str, Any]:
-    return {"LeaseOwner": owner, "LeaseUntil": until}
 
 
 def _without_metadata(entity: Mapping[str, Any]) -> dict[str, Any]:

@@ -90,11 +90,25 @@ def succeeded(response: Any) -> bool:
     return bool(response.result.status == protos.StatusResult.Success)
 
 
-def settle(host: HostDouble, function: str, body: bytes, **message: Any) -> Settlement:
-    inputs, metadata, token = service_bus_invocation(body, properties=claims(), **message)
+def deliver(
+    host: HostDouble,
+    function: str,
+    body: bytes,
+    *,
+    properties: dict[str, str] | None = None,
+    **message: Any,
+) -> list[Settlement]:
+    """One Service Bus delivery; what reached the Settlement service for its lock token."""
+    inputs, metadata, token = service_bus_invocation(
+        body, properties=claims() if properties is None else properties, **message
+    )
     response = host.invoke(function, inputs, trigger_metadata=metadata)
     assert succeeded(response), response.result.exception.message
-    found = [entry for entry in host.settlements if entry.lock_token == str(token)]
+    return [entry for entry in host.settlements if entry.lock_token == str(token)]
+
+
+def settle(host: HostDouble, function: str, body: bytes, **message: Any) -> Settlement:
+    found = deliver(host, function, body, **message)
     assert len(found) == 1, host.settlements
     return found[0]
 
@@ -151,12 +165,9 @@ def test_a_foreign_organization_is_dead_lettered(host: HostDouble) -> None:
         OrganizationName="fabrikam",
         OperationId=str(uuid.uuid4()),
     )
-    inputs, metadata, token = service_bus_invocation(
-        body, properties=claims("fabrikam.crm.dynamics.com")
+    settlement = settle(
+        host, "dataverse_queue", body, properties=claims("fabrikam.crm.dynamics.com")
     )
-    response = host.invoke("dataverse_queue", inputs, trigger_metadata=metadata)
-    assert succeeded(response)
-    [settlement] = [entry for entry in host.settlements if entry.lock_token == str(token)]
     assert (settlement.action, settlement.reason) == ("deadletter", "UnknownOrganization")
 
 
@@ -166,18 +177,15 @@ def test_a_failing_handler_leaves_the_message_locked_until_its_last_delivery(
     emulator.inject(503, count=50, path_contains="tasks")
     try:
         body = account_create(OperationId=str(uuid.uuid4()))
-        inputs, metadata, token = service_bus_invocation(
-            body, properties=claims(), message_id="failing-1", delivery_count=3
+        # Delivery 3: no settlement reaches the host, so the broker redelivers after the lock.
+        assert (
+            deliver(host, "dataverse_queue", body, message_id="failing-1", delivery_count=3) == []
         )
-        early = host.invoke("dataverse_queue", inputs, trigger_metadata=metadata)
         settlement = settle(
             host, "dataverse_queue", body, message_id="failing-1", delivery_count=10
         )
     finally:
         emulator.clear_faults()
-    # Delivery 3: no settlement reaches the host, so the broker redelivers after the lock.
-    assert succeeded(early)
-    assert not [entry for entry in host.settlements if entry.lock_token == str(token)]
     # Delivery 10 (MaxDeliveryCount): the app dead-letters it itself, with the real reason.
     assert (settlement.action, settlement.reason) == ("deadletter", "RetriesExhausted")
     assert "503" in (settlement.description or "")
