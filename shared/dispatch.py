@@ -26,6 +26,7 @@ from typing import TypeAlias
 
 from shared.context import RemoteExecutionContext
 from shared.dataverse import DataverseClient
+from shared.deadlines import Deadlines
 from shared.errors import DataverseError, InvalidMessage, PermanentError, TransientError
 from shared.events import DataverseEvent
 from shared.idempotency import (
@@ -119,6 +120,7 @@ class Dispatcher:
         self.idempotency: IdempotencyStore = idempotency or InMemoryIdempotencyStore()
         self.stats = DispatchStats()
         self.claim_wait_seconds = claim_wait_seconds
+        self._deadlines = Deadlines()
         self._dataverse = dataverse
         self._sleep = sleep
 
@@ -255,7 +257,12 @@ class Dispatcher:
                 await self._release(claim, route)
                 return failure
             try:
-                await self._complete(claim)
+                try:
+                    await self.idempotency.complete(claim)
+                except LostClaim:
+                    raise
+                except Exception:
+                    await self._complete_again(claim)  # a passing store error: try again
             except LostClaim:
                 if route.ordered:
                     # Another delivery may have applied a newer change of the row meanwhile:
@@ -292,10 +299,11 @@ class Dispatcher:
             )
         return self.idempotency.claim(key)
 
-    async def _complete(self, claim: Claim) -> None:
-        """Record the completion, a few times over a passing store error (the handler's effect
-        is already applied; a redelivery would run it again)."""
-        for attempt in range(COMPLETE_ATTEMPTS):
+    async def _complete_again(self, claim: Claim) -> None:
+        """Record the completion after a first attempt failed, a few more times (the handler's
+        effect is already applied; a redelivery would run it again). Raises the last error."""
+        for attempt in range(1, COMPLETE_ATTEMPTS):
+            await self._sleep(0.2 * 2 ** (attempt - 1))
             try:
                 await self.idempotency.complete(claim)
                 return
@@ -304,7 +312,6 @@ class Dispatcher:
             except Exception:
                 if attempt + 1 == COMPLETE_ATTEMPTS:
                     raise
-                await self._sleep(0.2 * 2**attempt)
 
     async def _release(self, claim: Claim, route: Route) -> None:
         """Give the claim up after a failure; if the store refuses, its lease ends it anyway."""
@@ -339,22 +346,24 @@ class Dispatcher:
         self, route: Route, event: DataverseEvent, context: RemoteExecutionContext
     ) -> Outcome | None:
         self.stats.handler_runs += 1
-        budget = self.handler_budget_seconds
+        budget = self.idempotency.lease_seconds * HANDLER_SHARE_OF_LEASE
+        task = self._deadlines.start(budget)
         try:
-            async with asyncio.timeout(budget) as window:
-                if route.wants_event:
-                    await route.handler(context, self.dataverse, event)
-                else:
-                    await route.handler(context, self.dataverse)
+            if route.wants_event:
+                await route.handler(context, self.dataverse, event)
+            else:
+                await route.handler(context, self.dataverse)
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(task):
+                raise
+            logger.warning("%s ran out of its %.0f s and was cancelled", route.name, budget)
+            return Retry(
+                "HandlerTimeout",
+                f"{route.name} ran longer than {budget:.0f} s, the part of its claim's lease a "
+                "handler may use; it was cancelled before another delivery could take the "
+                "claim over",
+            )
         except TimeoutError as error:
-            if window.expired():
-                logger.warning("%s ran out of its %.0f s and was cancelled", route.name, budget)
-                return Retry(
-                    "HandlerTimeout",
-                    f"{route.name} ran longer than {budget:.0f} s, the part of its claim's "
-                    "lease a handler may use; it was cancelled before another delivery could "
-                    "take the claim over",
-                )
             return Retry("Timeout", _clip(f"{route.name}: timed out {error}"))
         except DataverseError as error:
             if error.retryable:
@@ -377,6 +386,8 @@ class Dispatcher:
             return Retry(
                 "HandlerError", _clip(f"{route.name} raised {type(error).__name__}: {error}")
             )
+        finally:
+            self._deadlines.stop(task)
         return None
 
 
