@@ -8,7 +8,8 @@
                   ordered route, behind the row's watermark -> (skipped: "Stale")
                   claimed by another delivery             -> Retry("InProgress")
                   ok                                      -> Completed
-                  TransientError, retryable Dataverse errors, timeouts, unknown bugs -> Retry
+                  TransientError, retryable Dataverse errors (401 and 429 by name),
+                  timeouts, unknown bugs                                  -> Retry
                   PermanentError, other Dataverse 4xx, InvalidMessage                -> DeadLetter
 
 Triggers only translate: a transport message into a `DataverseEvent`, an `Outcome` into
@@ -27,7 +28,14 @@ from typing import TypeAlias
 from shared.context import RemoteExecutionContext
 from shared.dataverse import DataverseClient
 from shared.deadlines import Deadlines
-from shared.errors import DataverseError, InvalidMessage, PermanentError, TransientError
+from shared.errors import (
+    DataverseError,
+    InvalidMessage,
+    PermanentError,
+    Throttled,
+    TransientError,
+    Unauthorized,
+)
 from shared.events import DataverseEvent
 from shared.idempotency import (
     Claim,
@@ -52,6 +60,11 @@ MAX_DESCRIPTION = 1024
 HANDLER_SHARE_OF_LEASE = 0.8
 # Writes of a completion to the store, before the event is handed back for a redelivery.
 COMPLETE_ATTEMPTS = 3
+UNAUTHORIZED_HELP = (
+    "Dataverse answered 401 to a fresh token. Check that the environment has an application "
+    "user for this app's managed identity (its client id), that it is enabled and has a "
+    "security role, and that DATAVERSE_URL is the environment's URL (the token's audience)"
+)
 
 
 @dataclass(frozen=True)
@@ -365,10 +378,14 @@ class Dispatcher:
             )
         except TimeoutError as error:
             return Retry("Timeout", _clip(f"{route.name}: timed out {error}"))
+        except Unauthorized:
+            logger.error("%s: Dataverse refused the app's token (HTTP 401)", route.name)
+            return Retry("Unauthorized", f"{route.name}: {UNAUTHORIZED_HELP}")
         except DataverseError as error:
             if error.retryable:
                 logger.warning("%s: Dataverse asked to retry: %s", route.name, error)
-                return Retry("DataverseUnavailable", _clip(f"{route.name}: {error}"))
+                reason = "Throttled" if isinstance(error, Throttled) else "DataverseUnavailable"
+                return Retry(reason, _clip(f"{route.name}: {error}"))
             logger.error("%s: Dataverse refused: %s", route.name, error)
             return DeadLetter("DataverseRejected", _clip(f"{route.name}: {error}"))
         except InvalidMessage as error:

@@ -96,3 +96,14 @@ class PreconditionFailed(DataverseError):
 
 class Throttled(DataverseError):
     """429 whose Retry-After would outlast the call's time budget: give the message back."""
+
+
+class Unauthorized(DataverseError):
+    """401 with a fresh token: the application user is disabled, deleted or without a role, or
+    the token's audience is wrong. Retryable (an admin can fix it while messages wait); after
+    the broker's deliveries it is dead-lettered as `Unauthorized`."""
+
+
+class InvalidResponse(DataverseError):
+    """A 2xx answer whose body is not what the Web API sends (HTML from a gateway, a truncated
+    body): retryable, since the same call usually succeeds from another front end."""

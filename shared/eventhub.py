@@ -111,7 +111,7 @@ async def process_batch(
         elif final_attempt and (outcome is None or isinstance(outcome, Retry)):
             reason = outcome.reason if outcome is not None else "HeldBackForOrder"
             detail = outcome.detail if outcome is not None else "an earlier event of its row failed"
-            parking = ("RetriesExhausted", f"{reason}: {detail}")
+            parking = (reason, f"retries exhausted: {detail}")
         if parking is None:
             continue
         name = await _park(poison, events[index], *parking, partition=partition, sleep=sleep)

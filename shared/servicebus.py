@@ -8,8 +8,9 @@ redelivers it only when its lock expires (LockDuration: 5 minutes in infra/main.
 outlasts a crashed holder's claim (a 5-minute lease) and any Retry-After the client waits for,
 where abandoning made the message visible at once and spent MaxDeliveryCount in seconds. On the
 last delivery the broker allows (`SERVICE_BUS_MAX_DELIVERY_COUNT`, equal to the entity's
-MaxDeliveryCount) the app dead-letters a Retry itself, with the real reason and detail rather
-than the broker's generic MaxDeliveryCountExceeded. If settling fails, the invocation fails
+MaxDeliveryCount) the app dead-letters a Retry itself, with the last reason (`Unauthorized`,
+`Throttled`, `InProgress`, ...) and its detail rather than the broker's generic
+MaxDeliveryCountExceeded. If settling fails, the invocation fails
 too: the message is redelivered when its lock expires, and the idempotency claims make the
 rerun harmless. Nothing is lost.
 
@@ -64,9 +65,9 @@ async def handle_message(
         event.delivery_count, dispatcher.settings.max_delivery_count
     ):
         outcome = DeadLetter(
-            "RetriesExhausted",
-            f"still failing on delivery {event.delivery_count} of "
-            f"{dispatcher.settings.max_delivery_count}: {outcome.reason}: {outcome.detail}",
+            outcome.reason,
+            f"retries exhausted, still failing on delivery {event.delivery_count} of "
+            f"{dispatcher.settings.max_delivery_count}: {outcome.detail}",
         )
     try:
         if isinstance(outcome, Completed | Skipped):

@@ -265,6 +265,29 @@ async def test_a_throttled_write_is_left_locked_for_a_later_redelivery(
     assert emulator.rows("tasks") == []
 
 
+async def test_a_disabled_app_user_waits_in_the_queue_then_dead_letters_as_unauthorized(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    # A 401 dead-lettered at once (not retryable): a disabled application user would have
+    # dead-lettered the whole queue within seconds.
+    emulator.refuse_every_token = True
+    last = runtime.settings.max_delivery_count
+    body = context_bytes("account-create.json")
+    function = trigger(app_module, "dataverse_queue")
+    for delivery in range(1, last):
+        actions = RecordingActions()
+        message = sdk_service_bus_message(body, properties=claims(), delivery_count=delivery)
+        await function(message, actions)
+        assert actions.settlements == [], f"delivery {delivery} was settled"
+    actions = RecordingActions()
+    message = sdk_service_bus_message(body, properties=claims(), delivery_count=last)
+    await function(message, actions)
+    [(name, _, details)] = actions.calls
+    assert (name, details["reason"]) == ("deadletter", "Unauthorized")
+    assert "application user" in details["description"]
+    assert emulator.rows("tasks") == []
+
+
 async def test_on_the_last_delivery_the_app_dead_letters_with_the_real_reason(
     app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
 ) -> None:
@@ -276,9 +299,11 @@ async def test_on_the_last_delivery_the_app_dead_letters_with_the_real_reason(
     actions = RecordingActions()
     await trigger(app_module, "dataverse_queue")(message, actions)
     [(name, _, details)] = actions.calls
-    assert (name, details["reason"]) == ("deadletter", "RetriesExhausted")
-    assert f"delivery {last} of {last}" in details["description"]
-    assert "Throttled" in details["description"] or "429" in details["description"]
+    # The last reason, not a generic one: an operator reads "Throttled" and knows what to do.
+    assert (name, details["reason"]) == ("deadletter", "Throttled")
+    assert (
+        f"retries exhausted, still failing on delivery {last} of {last}" in (details["description"])
+    )
 
 
 async def test_a_crashed_holders_claim_does_not_spend_the_delivery_count(
@@ -483,7 +508,9 @@ async def test_a_failing_row_is_retried_then_parked_on_the_last_attempt(
     assert sorted(orjson.loads(p.body)["OperationId"] for p in parked) == sorted(
         [str(UUID(int=1002)), str(UUID(int=1003))]
     )
-    assert {p.reason for p in parked} == {"RetriesExhausted"}
+    # The failing event keeps its reason; the one behind it says why it was held back.
+    assert sorted(p.reason for p in parked) == ["HeldBackForOrder", "TransientError"]
+    assert all(p.description.startswith("retries exhausted") for p in parked)
 
 
 async def test_the_health_timer_checks_the_environment_file(

@@ -2,7 +2,10 @@
 
 Tokens are cached per process and refreshed ahead of expiry, so requests rarely wait on the
 identity endpoint; a 401 refreshes once and replays the request (the token may have been
-revoked or the clock skewed). Tokens never reach logs or exception messages.
+revoked or the clock skewed), at most once per `FORCED_REFRESH_INTERVAL_SECONDS` for the whole
+process: a disabled application user answers 401 to every call, and fetching a token per call
+would hammer the identity endpoint without changing the answer. Tokens never reach logs or
+exception messages.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 
 # Refresh this long before expiry: managed identity tokens live for hours, a call for seconds.
 REFRESH_MARGIN_SECONDS = 300.0
+# A 401 forces a new token at most this often per process.
+FORCED_REFRESH_INTERVAL_SECONDS = 30.0
 
 
 class BearerTokenAuth(httpx.Auth):
@@ -35,6 +40,7 @@ class BearerTokenAuth(httpx.Auth):
         self._clock = clock
         self._token: str | None = None
         self._expires_on = 0.0
+        self._forced_at = -FORCED_REFRESH_INTERVAL_SECONDS
         self._lock = asyncio.Lock()
         self.refreshes = 0  # how many tokens were fetched: for tests and diagnostics
 
@@ -46,8 +52,16 @@ class BearerTokenAuth(httpx.Auth):
     async def _bearer(self, *, force: bool = False, rejected: str | None = None) -> str:
         async with self._lock:
             # Another request may have refreshed while this one waited for the lock.
-            stale = self._token is None or self._clock() > self._expires_on - REFRESH_MARGIN_SECONDS
-            if stale or (force and self._token == rejected):
+            now = self._clock()
+            stale = self._token is None or now > self._expires_on - REFRESH_MARGIN_SECONDS
+            forced = (
+                force
+                and self._token == rejected
+                and now - self._forced_at >= FORCED_REFRESH_INTERVAL_SECONDS
+            )
+            if forced:
+                self._forced_at = now
+            if stale or forced:
                 access = await self._credential.get_token(self._scope)
                 self._token = access.token
                 self._expires_on = float(access.expires_on)
@@ -62,9 +76,10 @@ class BearerTokenAuth(httpx.Auth):
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:
-            token = await self._bearer(force=True, rejected=token)
-            request.headers["Authorization"] = f"Bearer {token}"
-            yield request
+            fresh = await self._bearer(force=True, rejected=token)
+            if fresh != token:  # replay only with another token: the same one gets 401 again
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                yield request
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})

@@ -31,7 +31,14 @@ from uuid import UUID
 import httpx
 import orjson
 
-from shared.errors import DataverseError, NotFound, PreconditionFailed, Throttled
+from shared.errors import (
+    DataverseError,
+    InvalidResponse,
+    NotFound,
+    PreconditionFailed,
+    Throttled,
+    Unauthorized,
+)
 from shared.settings import DEFAULT_WRITE_TAG
 
 from .addressing import RowAddress, id_from_entity_url, literal, row_path
@@ -432,31 +439,28 @@ class DataverseClient:
         attempt = 0
         while True:
             attempt += 1
-            wait = self._throttled_until - self._clock()
-            if wait > 0:
-                if self._clock() + wait >= deadline:
-                    raise Throttled(
-                        429,
-                        "Throttled",
-                        f"Dataverse asked to pause {wait:.1f} s, beyond this call's budget",
-                        retryable=True,
-                        method=method,
-                        url=path,
-                    )
-                await self._sleep(wait)
+            await self._wait_out_pause(deadline, method, path)
             delay: float | None = None
             try:
-                remaining = max(0.1, deadline - self._clock())
                 async with self._slots:
+                    if self._throttled_until > self._clock():
+                        # A 429 came back while this call queued for a slot: no request may
+                        # leave during the pause, queued or not.
+                        attempt -= 1
+                        continue
                     self.requests_sent += 1
-                    response = await self._http.request(
-                        method,
-                        path,
-                        params=params,
-                        headers=headers,
-                        content=content,
-                        timeout=httpx.Timeout(min(30.0, remaining)),
-                    )
+                    remaining = max(0.1, deadline - self._clock())
+                    # One deadline for the whole exchange: httpx's timeouts are per read, so
+                    # a body dripping a byte at a time would otherwise never time out.
+                    async with asyncio.timeout(remaining):
+                        response = await self._http.request(
+                            method,
+                            path,
+                            params=params,
+                            headers=headers,
+                            content=content,
+                            timeout=httpx.Timeout(min(30.0, remaining)),
+                        )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
                 # The request never reached Dataverse: safe to send again, even a POST.
                 failure = DataverseError(
@@ -468,7 +472,7 @@ class DataverseClient:
                     url=path,
                 )
                 can_retry = True
-            except httpx.TransportError as error:
+            except (httpx.TransportError, TimeoutError) as error:
                 # Timed out or dropped after sending: Dataverse may have applied it.
                 failure = DataverseError(
                     None,
@@ -484,6 +488,8 @@ class DataverseClient:
                     return response
                 failure = _error_from(response, method, path)
                 status = response.status_code
+                if status == 401:
+                    raise failure  # the auth flow already replayed it with a fresh token
                 if status == 429:
                     delay = _retry_after(response, attempt)
                     self._throttled_until = max(self._throttled_until, self._clock() + delay)
@@ -519,6 +525,23 @@ class DataverseClient:
                     )
                 raise failure
             await self._sleep(delay)
+
+    async def _wait_out_pause(self, deadline: float, method: str, path: str) -> None:
+        """Wait while the process is paused by a 429, or raise `Throttled` when the pause
+        outlasts this call's budget (the message then waits in the broker instead)."""
+        wait = self._throttled_until - self._clock()
+        if wait <= 0:
+            return
+        if self._clock() + wait >= deadline:
+            raise Throttled(
+                429,
+                "Throttled",
+                f"Dataverse asked to pause {wait:.1f} s, beyond this call's budget",
+                retryable=True,
+                method=method,
+                url=path,
+            )
+        await self._sleep(wait)
 
     @staticmethod
     def _entity_id(response: httpx.Response) -> UUID:
@@ -696,11 +719,29 @@ class Batch(_Requests):
             content=self.body(boundary),
             idempotent=self._writes == 0,  # replaying writes could apply them twice
         )
+        try:
+            parts = read_parts(
+                response.headers.get("Content-Type", ""), response.content, responses=True
+            )
+        except ValueError as unreadable:
+            raise _invalid_response(
+                response, f"an unreadable $batch response ({unreadable})"
+            ) from None
         results = []
-        for part in read_parts(response.headers["Content-Type"], response.content, responses=True):
-            parsed = orjson.loads(part.body) if part.body else None
-            error = None
-            if part.status >= 400:
+        for part in parts:
+            error: DataverseError | None = None
+            try:
+                parsed = orjson.loads(part.body) if part.body else None
+            except orjson.JSONDecodeError:
+                # Keep the parts that could be read; this one alone is marked unreadable.
+                parsed = None
+                error = InvalidResponse(
+                    part.status,
+                    "InvalidResponse",
+                    f"a $batch part's body is not JSON ({len(part.body)} bytes)",
+                    retryable=True,
+                )
+            if error is None and part.status >= 400:
                 error = _error_from_parts(part.status, part.headers, parsed)
             results.append(BatchResult(part.status, part.headers, parsed, part.content_id, error))
         if not self.continue_on_error:
@@ -726,8 +767,27 @@ def _select(select: Sequence[str] | None) -> dict[str, str]:
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
-    loaded: dict[str, Any] = orjson.loads(response.content)
+    try:
+        loaded = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise _invalid_response(response, "a body that is not JSON") from None
+    if not isinstance(loaded, dict):
+        raise _invalid_response(response, f"a JSON {type(loaded).__name__}, not an object")
     return loaded
+
+
+def _invalid_response(response: httpx.Response, what: str) -> InvalidResponse:
+    kind = response.headers.get("Content-Type", "no content type").split(";", 1)[0]
+    return InvalidResponse(
+        response.status_code,
+        "InvalidResponse",
+        f"Dataverse answered {response.status_code} with {what} ({kind}, "
+        f"{len(response.content)} bytes)",
+        retryable=True,
+        request_id=response.headers.get("x-ms-service-request-id"),
+        method=response.request.method,
+        url=response.request.url.path,
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -765,8 +825,14 @@ def _retry_after(response: httpx.Response, attempt: int) -> float:
     return min(RETRY_AFTER_MAX_SECONDS, max(RETRY_AFTER_MIN_SECONDS, wait))
 
 
-_ERRORS: dict[int, type[DataverseError]] = {404: NotFound, 412: PreconditionFailed}
-_RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+_ERRORS: dict[int, type[DataverseError]] = {
+    401: Unauthorized,
+    404: NotFound,
+    412: PreconditionFailed,
+}
+# 401 is retryable at the message level: an admin can re-enable the application user while
+# messages wait; the process refreshes its token at most every 30 s meanwhile (auth.py).
+_RETRYABLE = frozenset({401, 408, 429, 500, 502, 503, 504})
 
 
 def _error_from_parts(

@@ -187,8 +187,9 @@ def test_a_failing_handler_leaves_the_message_locked_until_its_last_delivery(
     finally:
         emulator.clear_faults()
     # Delivery 10 (MaxDeliveryCount): the app dead-letters it itself, with the real reason.
-    assert (settlement.action, settlement.reason) == ("deadletter", "RetriesExhausted")
+    assert (settlement.action, settlement.reason) == ("deadletter", "DataverseUnavailable")
     assert "503" in (settlement.description or "")
+    assert "delivery 10 of 10" in (settlement.description or "")
 
 
 def test_an_event_hub_batch_is_applied_and_returns_success(host: HostDouble) -> None:

@@ -465,6 +465,7 @@ async def test_401_refreshes_the_token_once(emulator: DataverseEmulator, time: F
         assert issuer.issued == ["token-1", "token-2"]
         emulator.revoke("token-2")
         emulator.revoke("token-3")
+        time.now += 30  # forced refreshes are rate-limited (test_dataverse_client_edges)
         with pytest.raises(DataverseError) as caught:
             await client.create("accounts", {"name": "C"})
     assert caught.value.status == 401

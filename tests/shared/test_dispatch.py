@@ -213,7 +213,7 @@ async def test_a_429_storm_becomes_retry_within_the_budget(
     started = time.now
     outcome = await dispatcher(router, dataverse).process(event())
     assert isinstance(outcome, Retry)
-    assert outcome.reason == "DataverseUnavailable"
+    assert outcome.reason == "Throttled"
     assert time.now - started <= 30  # never blocked past the call budget
     assert emulator.rows("tasks") == []
 

@@ -129,6 +129,8 @@ class DataverseEmulator:
         self.latency = latency
         self.requests: list[RecordedRequest] = []
         self.revoked_tokens: set[str] = set()
+        # The application user is disabled or deleted: every token, new ones too, gets 401.
+        self.refuse_every_token = False
         self.organization_id = uuid.UUID("0f000000-0000-4000-8000-0000000000aa")
         self.user_id = uuid.UUID("5e000000-0000-4000-8000-0000000000ee")
         self.business_unit_id = uuid.UUID("0a1b2c3d-0000-4000-8000-000000000001")
@@ -272,7 +274,7 @@ class DataverseEmulator:
     def _authenticate(self, headers: Mapping[str, str]) -> None:
         authorization = headers.get("authorization", "")
         token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
-        if not token or token in self.revoked_tokens:
+        if not token or token in self.revoked_tokens or self.refuse_every_token:
             raise WebApiError(
                 401,
                 "0x80048306",
