@@ -1,33 +1,59 @@
-"""A fault-injection soak: does every effect happen once, and never from a stale event?
+"""A fault-injection soak: does every effect happen once, never from a stale event, and is no
+event dead-lettered while its fault would still clear?
 
 In one process, with loopback only:
 - N events (default 10,000) over a few hundred rows, each a contact Update with a rising row
   version; delivered with 20% duplicates (redeliveries at random later points) and 10% reordered
   (a row's event delivered before its predecessor);
-- several instances (dispatchers with their own store objects) sharing one idempotency table on
-  Azurite, taking deliveries from one queue; a Retry puts the delivery back at the end;
+- a Service Bus queue modelled as the broker behaves: peek-lock, a 5-minute lock, redelivery
+  only when the lock expires (a Retry leaves it locked), a delivery count, MaxDeliveryCount 10;
+  each delivery settled by the app's own `handle_message`;
+- several instances (dispatchers with their own store objects and clients) sharing one
+  idempotency table on Azurite;
 - the Dataverse emulator failing 10% of requests with 429 or 503;
 - two handlers that crash at random, before or after their write: `record_effect` upserts one
-  effect row per event; `keep_latest` (ordered) writes the row's latest sequence.
+  effect row per event; `keep_latest` (ordered) writes the row's latest sequence;
+- the faults of `--faults` (all by default, or a comma-separated list of FAULTS):
+  crashes          an instance dies while holding claims (every invocation it runs is cut off)
+  complete-errors  5% of Table writes that record a completion fail
+  slow-handlers    1% of handler runs take longer than the claim's lease
+  clock-skew       one instance's clock runs 120 s ahead
+  long-throttle    while the first half of the backlog drains, every 60-180 s a 429 asks for
+                   60, 150 or 300 s: beyond a call's 45 s budget, and the last two beyond the
+                   120 s a call waits for a pause
+  unauthorized     a 10-minute window in which Dataverse answers 401 to every token
+  poison-failures  an Event Hubs phase: 1% poison events, 10% transient handler failures, and
+                   a poison store refusing half its writes, on the final attempt too
+
+Time is scaled, not simulated: every duration the app knows (lease, skew margin, lock, call
+budget, Retry-After, backoff) is kept in its real units, and the clocks and sleeps handed to
+the store, the client, the dispatcher and the broker run `--time-scale` times as fast (0.01:
+a 300 s lease lasts 3 s). Only the emulator's latency is real time.
 
 A ledger kept outside the app tells what happened: an effect is lost if its event has no effect
-row at the end, doubled if a handler started again for an event whose run had completed, and
-stale if the ordered handler started for an event older than one it had completed for that row.
-Targets: 0 lost, 0 doubled, 0 stale applied. It starts Azurite itself when none is listening.
+row at the end; doubled if a handler started again for an event whose completion the store had
+recorded; stale if the ordered handler started for an event older than one recorded as
+completed for its row; every dead letter or parked event is premature, since each fault here
+clears within the retry window, except the Event Hubs phase's poison events.
+Targets: 0 lost, 0 doubled, 0 stale applied, 0 premature dead letters. It starts Azurite itself
+when none is listening.
 
-    python -m benchmarks.soak [--events 10000] [--rows 300] [--instances 8]
+    python -m benchmarks.soak [--events 10000] [--rows 300] [--instances 8] [--faults all]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
+import heapq
 import itertools
 import logging
 import random
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,21 +63,72 @@ from uuid import UUID, uuid4, uuid5
 
 import httpx
 import orjson
+from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableClient
 
 from shared.dataverse import DataverseClient, RetryPolicy
-from shared.dispatch import DeadLetter, Dispatcher, Retry
+from shared.deadlines import Deadlines
+from shared.dispatch import Dispatcher
+from shared.errors import PermanentError, TransientError
+from shared.eventhub import BatchNeedsRetry, is_final_attempt, process_batch
 from shared.events import DataverseEvent
+from shared.idempotency import Claim
 from shared.idempotency_table import TableIdempotencyStore
+from shared.poison import InMemoryPoisonStore
 from shared.routing import Router
+from shared.servicebus import handle_message
 from shared.settings import Settings
 from tools.emulator import AnyToken, DataverseEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = "UseDevelopmentStorage=true"
 ORGANIZATION = "0f000000-0000-4000-8000-0000000000aa"
+CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 STEP = "57e90000-0000-4000-8000-00000000beef"
 EFFECTS = uuid5(UUID(int=0), "soak-effects")
+
+FAULTS = (
+    "crashes",
+    "complete-errors",
+    "slow-handlers",
+    "clock-skew",
+    "long-throttle",
+    "unauthorized",
+    "poison-failures",
+)
+LOCK_SECONDS = 300.0  # infra/main.bicep: lockDuration PT5M
+MAX_DELIVERY_COUNT = 10  # infra/main.bicep: maxDeliveryCount
+LEASE_SECONDS = 300.0
+
+
+def parse_faults(text: str) -> frozenset[str]:
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if names == {"all"}:
+        return frozenset(FAULTS)
+    if names <= {"none"}:
+        return frozenset()
+    unknown = names - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown faults {sorted(unknown)}; choose from all, none, {FAULTS}")
+    return frozenset(names)
+
+
+class ScaledTime:
+    """Clocks and a sleep running 1/scale times as fast as real time."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self._wall = time.time()
+        self._mono = time.monotonic()
+
+    def wall(self) -> float:
+        return self._wall + (time.time() - self._wall) / self.scale
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._mono) / self.scale
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) * self.scale)
 
 
 class SoakCrash(RuntimeError):
@@ -64,21 +141,60 @@ class Ledger:
 
     runs: int = 0
     crashes: int = 0
-    completed: set[tuple[str, str]] = field(default_factory=set)  # (handler, event)
+    instance_crashes: int = 0
+    slow_runs: int = 0
+    complete_errors: int = 0
+    recorded: set[tuple[str, str]] = field(default_factory=set)  # (handler, event)
     doubled: int = 0
-    latest_completed: dict[str, int] = field(default_factory=dict)  # row -> sequence
+    latest_recorded: dict[str, int] = field(default_factory=dict)  # row -> sequence
     stale_applied: int = 0
+    # What each task's handler finished, until the store records it: (handler, event, row, seq)
+    finished: dict[asyncio.Task[Any], tuple[str, str, str, int]] = field(default_factory=dict)
 
     def start(self, handler: str, event: str) -> None:
         self.runs += 1
-        if (handler, event) in self.completed:
+        if (handler, event) in self.recorded:
             self.doubled += 1
 
-    def finish(self, handler: str, event: str) -> None:
-        self.completed.add((handler, event))
+    def finish(self, handler: str, event: str, row: str = "", sequence: int = 0) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.finished[task] = (handler, event, row, sequence)
+
+    def record(self) -> None:
+        """The store recorded the completion of what the current task's handler finished."""
+        task = asyncio.current_task()
+        entry = self.finished.pop(task, None) if task is not None else None
+        if entry is None:
+            return
+        handler, event, row, sequence = entry
+        self.recorded.add((handler, event))
+        if row:
+            self.latest_recorded[row] = max(self.latest_recorded.get(row, 0), sequence)
 
 
-def soak_router(ledger: Ledger, rng: random.Random, crash_rate: float) -> Router:
+@dataclass
+class Instance:
+    """One app instance: what it runs now, so a crash can cut all of it off."""
+
+    number: int
+    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def crash(self) -> None:
+        for task in self.in_flight:
+            task.cancel()
+
+
+CURRENT: contextvars.ContextVar[Instance] = contextvars.ContextVar("soak_instance")
+
+
+def soak_router(
+    ledger: Ledger,
+    rng: random.Random,
+    crash_rate: float,
+    faults: frozenset[str],
+    clock: ScaledTime,
+) -> Router:
     router = Router()
 
     def maybe_crash(where: str) -> None:
@@ -86,11 +202,21 @@ def soak_router(ledger: Ledger, rng: random.Random, crash_rate: float) -> Router
             ledger.crashes += 1
             raise SoakCrash(f"crashed {where} the write")
 
+    async def maybe_fail_instance() -> None:
+        if "crashes" in faults and rng.random() < 0.004:
+            ledger.instance_crashes += 1
+            CURRENT.get().crash()
+            await asyncio.sleep(0)  # this task too: cancelled here, holding its claim
+        if "slow-handlers" in faults and rng.random() < 0.01:
+            ledger.slow_runs += 1
+            await clock.sleep(LEASE_SECONDS * 1.3)
+
     @router.on(entity="contact", message="Update")
     async def record_effect(context: Any, dataverse: DataverseClient) -> None:
         event = str(context.operation_id)
         ledger.start("effect", event)
         maybe_crash("before")
+        await maybe_fail_instance()
         await dataverse.upsert(
             "contoso_effects",
             uuid5(EFFECTS, event),
@@ -105,17 +231,37 @@ def soak_router(ledger: Ledger, rng: random.Random, crash_rate: float) -> Router
         row = str(context.primary_entity_id)
         sequence = int(context.target["contoso_sequence"])
         ledger.start("latest", event)
-        if sequence < ledger.latest_completed.get(row, 0):
+        if sequence < ledger.latest_recorded.get(row, 0):
             ledger.stale_applied += 1
         maybe_crash("before")
+        await maybe_fail_instance()
         await dataverse.upsert(
             "contacts", context.primary_entity_id, {"contoso_sequence": sequence}
         )
         maybe_crash("after")
-        ledger.finish("latest", event)
-        ledger.latest_completed[row] = max(ledger.latest_completed.get(row, 0), sequence)
+        ledger.finish("latest", event, row, sequence)
 
     return router
+
+
+class LedgerStore(TableIdempotencyStore):
+    """The real table store, telling the ledger what it recorded, and failing some completion
+    writes when asked (before anything is written, as a refused request would)."""
+
+    def __init__(
+        self, table: TableClient, ledger: Ledger, rng: random.Random, error_rate: float, **kw: Any
+    ) -> None:
+        super().__init__(table, **kw)
+        self._ledger = ledger
+        self._rng = rng
+        self._error_rate = error_rate
+
+    async def complete(self, claim: Claim) -> None:
+        if self._rng.random() < self._error_rate:
+            self._ledger.complete_errors += 1
+            raise ServiceRequestError("injected: the table did not answer")
+        await super().complete(claim)
+        self._ledger.record()
 
 
 def make_events(count: int, rows: int) -> list[tuple[str, int, bytes]]:
@@ -173,6 +319,96 @@ def deliveries(
     return order
 
 
+@dataclass
+class SoakMessage:
+    """The parts of a `ServiceBusReceivedMessage` that `DataverseEvent.from_service_bus` reads."""
+
+    body: bytes
+    message_id: str
+    delivery_count: int
+    sequence_number: int
+    content_type: str = "application/json"
+    application_properties: dict[str, str] = field(
+        default_factory=lambda: {CLAIMS + "Organization": ORGANIZATION}
+    )
+
+
+@dataclass(order=True)
+class Delivery:
+    visible_at: float
+    sequence: int
+    index: int = field(compare=False)
+    count: int = field(compare=False, default=0)  # deliveries so far
+    locked_until: float = field(compare=False, default=0.0)
+
+
+class Broker:
+    """A Service Bus queue as the broker behaves: a received message stays locked; settled, it
+    is gone; unsettled (a Retry, a crash, a failed settlement) it becomes visible again when its
+    lock expires, with its delivery count one higher. Past MaxDeliveryCount the broker would
+    dead-letter it itself (counted, and premature, like any other here)."""
+
+    def __init__(self, clock: ScaledTime) -> None:
+        self._clock = clock
+        self._heap: list[Delivery] = []
+        self._sequence = itertools.count(1)
+        self.outstanding = 0
+        self.broker_dead_letters = 0
+        self.done = asyncio.Event()
+
+    def send(self, index: int) -> None:
+        heapq.heappush(self._heap, Delivery(0.0, next(self._sequence), index))
+        self.outstanding += 1
+
+    async def receive(self) -> Delivery | None:
+        while not self.done.is_set():
+            now = self._clock.monotonic()
+            if self._heap and self._heap[0].visible_at <= now:
+                delivery = heapq.heappop(self._heap)
+                if delivery.count >= MAX_DELIVERY_COUNT:
+                    self.broker_dead_letters += 1
+                    self.settled()
+                    continue
+                delivery.count += 1
+                delivery.locked_until = now + LOCK_SECONDS
+                return delivery
+            await asyncio.sleep(0.005)
+        return None
+
+    def unsettled(self, delivery: Delivery) -> None:
+        delivery.visible_at = delivery.locked_until
+        heapq.heappush(self._heap, delivery)
+
+    def settled(self) -> None:
+        self.outstanding -= 1
+        if self.outstanding == 0:
+            self.done.set()
+
+
+class Settlements:
+    """`ServiceBusMessageActions` for one delivery."""
+
+    def __init__(self) -> None:
+        self.action: str | None = None
+        self.reason: str | None = None
+        self.description: str | None = None
+
+    def complete(self, message: Any) -> None:
+        self.action = "complete"
+
+    def abandon(self, message: Any) -> None:
+        self.action = "abandon"
+
+    def deadletter(
+        self,
+        message: Any,
+        deadletter_reason: str | None = None,
+        deadletter_error_description: str | None = None,
+    ) -> None:
+        self.action, self.reason = "deadletter", deadletter_reason
+        self.description = deadletter_error_description
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
@@ -218,19 +454,39 @@ def azurite_running() -> Iterator[None]:
 
 
 @dataclass
+class EventHubResult:
+    events: int
+    poison: int
+    applied: int
+    parked: Counter[str]
+    premature_parked: int
+    lost: int
+    invocations: int
+    park_failures: int
+
+
+@dataclass
 class SoakResult:
     events: int
+    faults: frozenset[str]
     deliveries: int
     handler_runs: int
     crashes: int
+    instance_crashes: int
+    slow_runs: int
+    complete_errors: int
     effects_applied: int
     effects_expected: int
     lost: int
     doubled: int
     stale_applied: int
     rows_behind: int
-    dead_letters: int
+    dead_letters: Counter[str]
+    premature_dead_letters: int
+    longest_delivery_count: int
     seconds: float
+    scaled_seconds: float
+    eventhub: EventHubResult | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -243,66 +499,132 @@ async def soak(
     instances: int = 8,
     *,
     seed: int = 7,
+    faults: frozenset[str] = frozenset(FAULTS),
+    concurrency: int = 4,
+    time_scale: float = 0.01,
     fault_rate: float = 0.10,
-    crash_rate: float = 0.05,
+    crash_rate: float = 0.02,
     duplicates: float = 0.20,
     reordered: float = 0.10,
 ) -> SoakResult:
     rng = random.Random(seed)
+    clock = ScaledTime(time_scale)
     ledger = Ledger()
-    router = soak_router(ledger, rng, crash_rate)
+    router = soak_router(ledger, rng, crash_rate, faults, clock)
     emulator = DataverseEmulator(seed=seed)
     emulator.add_table("contoso_effect")
     emulator.random_faults(fault_rate, statuses=(429, 503), retry_after=0.01)
     events = make_events(events_count, rows)
     schedule = deliveries(events, rng, duplicates, reordered)
     table = f"soak{uuid4().hex[:12]}"
-    settings = Settings(allowed_organizations=frozenset({ORGANIZATION}))
-    queue: asyncio.Queue[int] = asyncio.Queue()
+    settings = Settings(
+        allowed_organizations=frozenset({ORGANIZATION}), max_delivery_count=MAX_DELIVERY_COUNT
+    )
+    broker = Broker(clock)
     for index in schedule:
-        queue.put_nowait(index)
-    pending = len(schedule)
-    delivered = dead = 0
-    done = asyncio.Event()
-    stores: list[TableIdempotencyStore] = []
-    clients: list[DataverseClient] = []
+        broker.send(index)
+    dead: Counter[str] = Counter()
+    delivered = longest = 0
+    resources: list[Any] = []
+    history: dict[str, list[str]] = {}  # message -> each delivery's outcome or reason
 
-    async def worker() -> None:
-        nonlocal pending, delivered, dead
-        store = TableIdempotencyStore(TableClient.from_connection_string(AZURITE, table_name=table))
+    async def run_instance(instance: Instance) -> None:
+        skew = 120.0 if "clock-skew" in faults and instance.number == 0 else 0.0
+        store = LedgerStore(
+            TableClient.from_connection_string(AZURITE, table_name=table),
+            ledger,
+            rng,
+            0.05 if "complete-errors" in faults else 0.0,
+            lease_seconds=LEASE_SECONDS,
+            clock=lambda: clock.wall() + skew,
+        )
         client = DataverseClient(
             "https://contoso.crm.dynamics.com",
             auth=AnyToken(),
             transport=httpx.ASGITransport(app=emulator),
-            retry=RetryPolicy(
-                budget_seconds=1.0, backoff_base_seconds=0.005, backoff_cap_seconds=0.05
-            ),
+            retry=RetryPolicy(),  # the production budget (45 s) and backoff, in scaled time
             max_concurrency=4,
+            clock=clock.monotonic,
+            sleep=clock.sleep,
         )
-        stores.append(store)
-        clients.append(client)
-        dispatcher = Dispatcher(router, client, settings, idempotency=store)
-        while not done.is_set():
-            try:
-                index = await asyncio.wait_for(queue.get(), timeout=0.2)
-            except TimeoutError:
-                continue
+        resources.extend((store, client))
+        dispatcher = Dispatcher(
+            router,
+            client,
+            settings,
+            idempotency=store,
+            sleep=clock.sleep,
+            deadlines=Deadlines(time_scale=time_scale),
+        )
+        CURRENT.set(instance)
+        await asyncio.gather(*(worker(instance, dispatcher) for _ in range(concurrency)))
+
+    async def worker(instance: Instance, dispatcher: Dispatcher) -> None:
+        nonlocal delivered, longest
+        while (delivery := await broker.receive()) is not None:
             delivered += 1
-            outcome = await dispatcher.process(
-                DataverseEvent(body=events[index][2], content_type="application/json")
+            longest = max(longest, delivery.count)
+            message = SoakMessage(
+                events[delivery.index][2],
+                f"m{delivery.index}",
+                delivery.count,
+                delivery.sequence,
             )
-            if isinstance(outcome, Retry):
-                queue.put_nowait(index)  # abandoned: the broker delivers it again later
-                continue
-            if isinstance(outcome, DeadLetter):
-                dead += 1
-            pending -= 1
-            if pending == 0:
-                done.set()
+            actions = Settlements()
+            task = asyncio.create_task(handle_message(dispatcher, message, actions))
+            instance.in_flight.add(task)
+            try:
+                outcome = await task
+                history.setdefault(message.message_id, []).append(
+                    getattr(outcome, "reason", type(outcome).__name__)
+                )
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+                history.setdefault(message.message_id, []).append("crash")
+            except Exception:
+                logging.getLogger("soak").exception("settling failed")
+            finally:
+                instance.in_flight.discard(task)
+                ledger.finished.pop(task, None)  # a crash loses what the task had not recorded
+            if actions.action in ("complete", "deadletter"):
+                if actions.action == "deadletter":
+                    dead[actions.reason or "?"] += 1
+                    logging.getLogger("soak").warning(
+                        "dead-lettered %s after %s: %s",
+                        message.message_id,
+                        history.get(message.message_id),
+                        actions.description,
+                    )
+                broker.settled()
+            else:
+                broker.unsettled(delivery)  # left locked: back when the lock expires
+
+    async def fault_windows() -> None:
+        """The timed faults: a long Retry-After every 60-180 s, one 10-minute 401 window."""
+        started = clock.monotonic()
+        unauthorized_at = started + 120.0
+        next_throttle = started + 100.0
+        while not broker.done.is_set():
+            now = clock.monotonic()
+            # Throttled while the backlog is a burst: Dataverse answers by load, and a lone
+            # straggler at the end would otherwise meet every injected 429 itself.
+            burst = broker.outstanding > len(schedule) // 2
+            if "long-throttle" in faults and burst and now >= next_throttle:
+                emulator.inject(429, retry_after=rng.choice((60, 150, 300)))
+                next_throttle = now + rng.uniform(60.0, 180.0)
+            if "unauthorized" in faults:
+                emulator.refuse_every_token = unauthorized_at <= now < unauthorized_at + 600.0
+            await clock.sleep(1.0)
+        emulator.refuse_every_token = False
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(instances)))
+    scaled_start = clock.monotonic()
+    await asyncio.gather(
+        fault_windows(), *(run_instance(Instance(number)) for number in range(instances))
+    )
     seconds = time.perf_counter() - started
+    scaled_seconds = clock.monotonic() - scaled_start
 
     applied = {row["contoso_event"] for row in emulator.rows("contoso_effects")}
     expected = {str(orjson.loads(body)["OperationId"]) for _, _, body in events}
@@ -311,62 +633,225 @@ async def soak(
     for row, sequence, _ in events:
         newest[row] = max(newest.get(row, 0), sequence)
     behind = sum(1 for row, sequence in newest.items() if latest.get(row) != sequence)
-    for resource in (*stores, *clients):
-        await resource.close() if hasattr(resource, "close") else await resource.aclose()  # type: ignore[attr-defined]
+    for resource in resources:
+        await resource.close() if hasattr(resource, "close") else await resource.aclose()
     cleanup = TableClient.from_connection_string(AZURITE, table_name=table)
     await cleanup.delete_table()
     await cleanup.close()
+    if broker.broker_dead_letters:
+        dead["MaxDeliveryCountExceeded"] += broker.broker_dead_letters
+    eventhub = (
+        await eventhub_soak(max(200, events_count // 10), seed=seed, time_scale=time_scale)
+        if "poison-failures" in faults
+        else None
+    )
     return SoakResult(
         events=events_count,
+        faults=faults,
         deliveries=delivered,
         handler_runs=ledger.runs,
         crashes=ledger.crashes,
+        instance_crashes=ledger.instance_crashes,
+        slow_runs=ledger.slow_runs,
+        complete_errors=ledger.complete_errors,
         effects_applied=len(applied & expected),
         effects_expected=len(expected),
-        lost=len(expected - applied) + behind,
+        lost=len(expected - applied) + behind + (eventhub.lost if eventhub else 0),
         doubled=ledger.doubled,
         stale_applied=ledger.stale_applied,
         rows_behind=behind,
         dead_letters=dead,
+        premature_dead_letters=sum(dead.values()) + (eventhub.premature_parked if eventhub else 0),
+        longest_delivery_count=longest,
         seconds=seconds,
+        scaled_seconds=scaled_seconds,
+        eventhub=eventhub,
+    )
+
+
+class FlakyPoisonStore(InMemoryPoisonStore):
+    """A poison store refusing a share of its writes (a missing role, a storage outage)."""
+
+    def __init__(self, rng: random.Random, failure_rate: float) -> None:
+        super().__init__()
+        self._rng = rng
+        self._failure_rate = failure_rate
+        self.failures = 0
+
+    async def park(
+        self, event: DataverseEvent, reason: str, description: str, partition: str | None
+    ) -> str:
+        if self._rng.random() < self._failure_rate:
+            self.failures += 1
+            raise ServiceRequestError("injected: the poison container refused the write")
+        return await super().park(event, reason, description, partition)
+
+
+@dataclass
+class RetryContext:
+    retry_count: int
+    max_retry_count: int = -1  # function_app.py: the policy never gives up
+
+
+async def eventhub_soak(
+    count: int, *, seed: int, time_scale: float, batch_size: int = 100
+) -> EventHubResult:
+    """Batches as the host delivers them: the same batch again after each failed invocation
+    (retry_count rising), the checkpoint past it only when an invocation succeeds."""
+    rng = random.Random(seed + 1)
+    clock = ScaledTime(time_scale)
+    applied: set[str] = set()
+    poison_ids: set[str] = set()
+    router = Router()
+
+    @router.on(entity="contact", message="Update")
+    async def apply(context: Any, dataverse: Any) -> None:
+        event = str(context.operation_id)
+        if event in poison_ids:
+            raise PermanentError("this event can never be applied")
+        if rng.random() < 0.10:
+            raise TransientError("a passing failure")
+        applied.add(event)
+
+    events = make_events(count, max(10, count // 20))
+    bodies = []
+    for number, (_, _, body) in enumerate(events):
+        if rng.random() < 0.01:
+            poison_ids.add(str(orjson.loads(body)["OperationId"]))
+        bodies.append((number, body))
+    poison = FlakyPoisonStore(rng, 0.5)
+    dispatcher = Dispatcher(
+        router,
+        DataverseClient("https://contoso.crm.dynamics.com"),  # never called: nothing is written
+        Settings(allowed_organizations=frozenset({ORGANIZATION})),
+        sleep=clock.sleep,
+    )
+    invocations = 0
+    for first in range(0, len(bodies), batch_size):
+        batch = [
+            DataverseEvent(
+                body=body,
+                content_type="application/json",
+                message_id=f"e{number}",
+                transport="eventhub",
+                position=f"{number}@{number * 1000}",
+                properties={CLAIMS + "Organization": ORGANIZATION},
+            )
+            for number, body in bodies[first : first + batch_size]
+        ]
+        retry = 0
+        while True:
+            invocations += 1
+            try:
+                await process_batch(
+                    dispatcher,
+                    batch,
+                    poison,
+                    partition="0",
+                    final_attempt=is_final_attempt(RetryContext(retry)),
+                    sleep=clock.sleep,
+                )
+                break  # the host checkpoints past the batch
+            except BatchNeedsRetry:
+                retry += 1
+                if retry > 100:
+                    break  # stuck: what is neither applied nor parked counts as lost
+    records = list(poison.parked.values())
+    parked_ids = {str(orjson.loads(record.body)["OperationId"]) for record in records}
+    every = {str(orjson.loads(body)["OperationId"]) for _, body in bodies}
+    return EventHubResult(
+        events=len(bodies),
+        poison=len(poison_ids),
+        applied=len(applied),
+        parked=Counter(record.reason for record in records),
+        premature_parked=len(parked_ids - poison_ids),
+        lost=len(every - applied - parked_ids) + len(poison_ids - parked_ids),
+        invocations=invocations,
+        park_failures=poison.failures,
     )
 
 
 def report(result: SoakResult) -> str:
-    rows = [
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(result.dead_letters.items()))
+    rows: list[tuple[str, object]] = [
+        ("faults", ",".join(sorted(result.faults)) or "none"),
         ("events", result.events),
         ("deliveries", result.deliveries),
+        ("most deliveries of one message", result.longest_delivery_count),
         ("handler runs", result.handler_runs),
         ("handler crashes (injected)", result.crashes),
+        ("instance crashes (injected)", result.instance_crashes),
+        ("handlers slower than the lease", result.slow_runs),
+        ("completion writes refused", result.complete_errors),
         ("effects applied", result.effects_applied),
         ("effects expected", result.effects_expected),
         ("lost", result.lost),
         ("doubled", result.doubled),
         ("stale applied", result.stale_applied),
         ("rows behind their latest change", result.rows_behind),
-        ("dead letters", result.dead_letters),
-        ("throughput (events/s)", f"{result.events_per_s:.1f}"),
+        ("dead letters", f"{sum(result.dead_letters.values())} ({reasons or 'none'})"),
+        ("premature dead letters", result.premature_dead_letters),
+        ("scaled time (s)", f"{result.scaled_seconds:.0f}"),
+        ("throughput (events/s, real time)", f"{result.events_per_s:.1f}"),
     ]
+    if result.eventhub is not None:
+        hub = result.eventhub
+        parked = ", ".join(f"{reason} {n}" for reason, n in sorted(hub.parked.items()))
+        rows += [
+            ("event hubs: events / poison", f"{hub.events} / {hub.poison}"),
+            ("event hubs: applied", hub.applied),
+            ("event hubs: parked", f"{sum(hub.parked.values())} ({parked or 'none'})"),
+            ("event hubs: poison store writes refused", hub.park_failures),
+            ("event hubs: invocations", hub.invocations),
+            ("event hubs: lost", hub.lost),
+        ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append(
         f"events={result.events} lost={result.lost} doubled={result.doubled} "
-        f"stale_applied={result.stale_applied} events_per_s={result.events_per_s:.1f}"
+        f"stale_applied={result.stale_applied} "
+        f"premature_dead_letters={result.premature_dead_letters} "
+        f"events_per_s={result.events_per_s:.1f}"
     )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--rows", type=int, default=300)
-    parser.add_argument("--instances", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=7)
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="faults: " + ", ".join(FAULTS),
+    )
+    parser.add_argument("--events", type=int, default=10_000, help="events to deliver")
+    parser.add_argument("--rows", type=int, default=300, help="rows the events change")
+    parser.add_argument("--instances", type=int, default=8, help="app instances")
+    parser.add_argument("--concurrency", type=int, default=4, help="messages per instance")
+    parser.add_argument("--seed", type=int, default=7, help="random seed")
+    parser.add_argument(
+        "--faults", default="all", help="all, none, or a comma-separated list of the faults"
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=0.01, help="real seconds per second the app sees"
+    )
     args = parser.parse_args()
+    try:
+        faults = parse_faults(args.faults)
+    except ValueError as error:
+        parser.error(str(error))
     # The handlers crash on purpose, hundreds of times; their stack traces would drown the table.
-    logging.disable(logging.ERROR)
+    logging.disable(logging.CRITICAL)
     with azurite_running():
-        result = asyncio.run(soak(args.events, args.rows, args.instances, seed=args.seed))
+        result = asyncio.run(
+            soak(
+                args.events,
+                args.rows,
+                args.instances,
+                seed=args.seed,
+                faults=faults,
+                concurrency=args.concurrency,
+                time_scale=args.time_scale,
+            )
+        )
     print(report(result))
 
 

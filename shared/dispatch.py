@@ -115,6 +115,7 @@ class Dispatcher:
         idempotency: IdempotencyStore | None = None,
         claim_wait_seconds: float = 2.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        deadlines: Deadlines | None = None,
     ) -> None:
         """`dataverse` may be a factory: the client is built on the first event that needs
         one, so indexing and tests without DATAVERSE_URL still work."""
@@ -133,7 +134,7 @@ class Dispatcher:
         self.idempotency: IdempotencyStore = idempotency or InMemoryIdempotencyStore()
         self.stats = DispatchStats()
         self.claim_wait_seconds = claim_wait_seconds
-        self._deadlines = Deadlines()
+        self._deadlines = deadlines or Deadlines()
         self._dataverse = dataverse
         self._sleep = sleep
 

@@ -8,9 +8,9 @@ a request is sent again lives in `_send`:
   exponential backoff and full jitter;
 - a POST is sent again only where the server cannot have processed it (the connection was never
   made, or Dataverse answered 429/503);
-- each call has a time budget (waits included); when the next wait would overrun it, a
-  retryable `DataverseError` is raised so the message goes back to the broker instead of
-  outliving its lock;
+- each call has a time budget (waits included), and a 429's pause may stretch it to
+  `max_pause_seconds`; when the next wait would overrun that, a retryable `DataverseError`
+  (`Throttled` for a 429) is raised so the message waits in the broker instead;
 - at most `max_concurrency` requests are in flight per process.
 """
 
@@ -112,6 +112,8 @@ class RequestOptions:
 @dataclass(frozen=True)
 class RetryPolicy:
     budget_seconds: float = 45.0
+    # A 429's Retry-After is waited up to this long from the call's start, budget or not.
+    max_pause_seconds: float = 120.0
     max_attempts: int = 6
     backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 8.0
@@ -435,11 +437,15 @@ class DataverseClient:
         content: bytes | None = None,
         idempotent: bool = True,
     ) -> httpx.Response:
-        deadline = self._clock() + self.retry.budget_seconds
+        started = self._clock()
+        deadline = started + self.retry.budget_seconds
+        # A 429's pause may run past the budget, up to this: waiting here is cheaper than a
+        # redelivery, and the handler's own deadline (0.8 of the claim's lease) is further off.
+        pause_deadline = started + max(self.retry.budget_seconds, self.retry.max_pause_seconds)
         attempt = 0
         while True:
             attempt += 1
-            await self._wait_out_pause(deadline, method, path)
+            await self._wait_out_pause(pause_deadline, method, path)
             delay: float | None = None
             try:
                 async with self._slots:
@@ -512,12 +518,12 @@ class DataverseClient:
                 delay = self._jitter(0.0, ceiling)
             if not can_retry or attempt >= self.retry.max_attempts:
                 raise failure
-            if self._clock() + delay >= deadline:
+            if self._clock() + delay >= (pause_deadline if failure.status == 429 else deadline):
                 if failure.status == 429:
                     raise Throttled(
                         429,
                         failure.code,
-                        f"Retry-After {delay:.1f} s would outlast this call's budget",
+                        f"Retry-After {delay:.1f} s is beyond what a call waits",
                         retryable=True,
                         request_id=failure.request_id,
                         method=method,
@@ -536,7 +542,7 @@ class DataverseClient:
             raise Throttled(
                 429,
                 "Throttled",
-                f"Dataverse asked to pause {wait:.1f} s, beyond this call's budget",
+                f"Dataverse asked to pause {wait:.1f} s, beyond what a call waits",
                 retryable=True,
                 method=method,
                 url=path,

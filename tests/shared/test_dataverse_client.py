@@ -386,16 +386,24 @@ async def test_retry_after_beyond_the_budget_gives_up_at_once(
     assert emulator.rows("accounts") == []
 
 
-async def test_a_storm_of_429s_ends_within_the_budget(
+async def test_a_storm_of_429s_ends_within_the_pause_bound_and_the_attempts(
     emulator: DataverseEmulator, time: FakeTime
 ) -> None:
-    emulator.inject(429, count=1000, retry_after=4)
+    # A 429's pause may stretch a call past its budget (waiting beats a redelivery), up to
+    # RetryPolicy.max_pause_seconds and max_attempts.
+    emulator.inject(429, count=1000, retry_after=40)
     async with emulated_client(emulator, time=time, budget=10) as client:
         with pytest.raises(Throttled) as caught:
             await client.update("accounts", uuid4(), {"name": "x"})
     assert caught.value.retryable
-    assert sum(time.sleeps) <= 10
-    assert time.sleeps == [4.0, 4.0]
+    assert time.sleeps == [40.0, 40.0]  # a third wait would end past 120 s
+    emulator.clear_faults()
+    emulator.inject(429, count=1000, retry_after=4)
+    time.sleeps.clear()
+    async with emulated_client(emulator, time=time, budget=10) as client:
+        with pytest.raises(Throttled):
+            await client.update("accounts", uuid4(), {"name": "x"})
+    assert time.sleeps == [4.0] * 5  # six attempts
 
 
 async def test_503_retries_with_backoff(
