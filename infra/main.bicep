@@ -25,7 +25,7 @@ param dataverseUrl string
 @description('Organizations whose events are accepted: ids, unique names or host names')
 param allowedOrganizations string
 
-@description('Entra object id of the application user in Dataverse (events it initiates are skipped)')
+@description('Entra object id of the application user in Dataverse (events it initiates are skipped); empty: the managed identity, which is that user when Dataverse knows the identity as its application user')
 param appUserObjectId string = ''
 
 @description('Tag on the app writes, recognised by the loop guard')
@@ -331,7 +331,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
         { name: 'DATAVERSE_URL', value: dataverseUrl }
         { name: 'ALLOWED_ORGANIZATIONS', value: allowedOrganizations }
-        { name: 'APP_USER_OBJECT_ID', value: appUserObjectId }
+        // The loop guard's one rule (the write tag is caller-controlled, so never trusted alone).
+        { name: 'APP_USER_OBJECT_ID', value: empty(appUserObjectId) ? identity.properties.principalId : appUserObjectId }
         { name: 'DATAVERSE_WRITE_TAG', value: writeTag }
         { name: 'DATAVERSE_CALL_BUDGET_SECONDS', value: '45' }
         { name: 'DATAVERSE_MAX_CONCURRENCY', value: '16' }

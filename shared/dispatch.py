@@ -2,7 +2,7 @@
 
     decode        unreadable body                         -> DeadLetter(<InvalidMessage reason>)
     origin        organization not in the allow-list      -> DeadLetter("UnknownOrganization")
-    loop guard    our own tagged write, or our app user   -> Skipped("OwnChange")
+    loop guard    initiated by our application user       -> Skipped("OwnChange")
     route         no handler for table/message/stage      -> Completed (logged)
     per handler   claimed and completed already           -> (skipped: "Duplicate")
                   ordered route, behind the row's watermark -> (skipped: "Stale")
@@ -129,6 +129,11 @@ class Dispatcher:
                 "ALLOWED_ORGANIZATIONS is empty: accepting events from any organization "
                 "(allowed only outside Azure)"
             )
+        if not settings.app_user_object_id and settings.in_azure:
+            logger.warning(
+                "APP_USER_OBJECT_ID is empty: the loop guard is off, so the app's own writes "
+                "come back as events (set it to the managed identity's object id)"
+            )
         self.router = router
         self.settings = settings
         self.idempotency: IdempotencyStore = idempotency or InMemoryIdempotencyStore()
@@ -206,15 +211,23 @@ class Dispatcher:
         )
 
     def _check_loop(self, context: RemoteExecutionContext) -> Skipped | None:
-        tag = self.settings.write_tag
-        if tag and _carries_tag(context.raw("SharedVariables"), context.raw("ParentContext"), tag):
-            return Skipped("OwnChange", f"written by this app (tag {tag!r})")
+        """Our own change: initiated by this app's application user. The write tag alone never
+        skips: any caller can set `tag` on a Web API call, so a person's tagged change would
+        be hidden from every handler. The initiating user is set by Dataverse, not the caller."""
         app_user = self.settings.app_user_object_id
-        if app_user:
-            initiator = context.raw("InitiatingUserAzureActiveDirectoryObjectId")
-            if isinstance(initiator, str) and initiator.lower() == app_user:
-                return Skipped("OwnChange", "initiated by this app's application user")
-        return None
+        if not app_user:
+            return None
+        initiator = context.raw("InitiatingUserAzureActiveDirectoryObjectId")
+        if not (isinstance(initiator, str) and initiator.lower() == app_user.lower()):
+            return None
+        tag = self.settings.write_tag
+        tagged = bool(tag) and _carries_tag(
+            context.raw("SharedVariables"), context.raw("ParentContext"), tag
+        )
+        return Skipped(
+            "OwnChange",
+            "initiated by this app's application user" + (f" (tag {tag!r})" if tagged else ""),
+        )
 
     # --- handlers --------------------------------------------------------------------------------
 

@@ -183,6 +183,9 @@ async def dataverse(emulator: DataverseEmulator) -> AsyncIterator[DataverseClien
         yield client
 
 
+APP_USER = "aad00000-0000-4000-8000-00000000a990"  # no fixture's initiator
+
+
 @pytest.fixture
 def runtime(
     app_module: ModuleType, dataverse: DataverseClient, monkeypatch: pytest.MonkeyPatch
@@ -190,7 +193,10 @@ def runtime(
     """The app's runtime, with the emulator behind its client and an in-memory poison store:
     function_app.runtime is the app's one seam for what it talks to."""
     test_runtime = build(
-        Settings(allowed_organizations=frozenset({ORGANIZATION_ID, "contoso.crm.dynamics.com"})),
+        Settings(
+            allowed_organizations=frozenset({ORGANIZATION_ID, "contoso.crm.dynamics.com"}),
+            app_user_object_id=APP_USER,
+        ),
         dataverse=dataverse,
         poison=InMemoryPoisonStore(),
     )
@@ -244,12 +250,29 @@ async def test_our_own_write_coming_back_is_completed_without_running_handlers(
 ) -> None:
     tree = orjson.loads(context_bytes("contact-update.json"))
     tree["SharedVariables"] = [{"key": "tag", "value": runtime.settings.write_tag}]
+    tree["InitiatingUserAzureActiveDirectoryObjectId"] = APP_USER
     message = sdk_service_bus_message(orjson.dumps(tree), properties=claims())
     actions = RecordingActions()
     await trigger(app_module, "dataverse_queue")(message, actions)
     assert actions.settlements == ["complete"]
     assert emulator.writes() == []
     assert runtime.dispatcher.stats.outcomes == {"Skipped": 1}
+
+
+async def test_a_person_s_change_carrying_our_tag_still_reaches_the_handlers(
+    app_module: ModuleType, runtime: Runtime, emulator: DataverseEmulator
+) -> None:
+    # Anyone can set `?tag=` on a Web API call: the tag alone hid the change from every handler.
+    account_id = UUID("acc00000-0000-4000-8000-000000000001")
+    await runtime.dispatcher.dataverse.upsert("accounts", account_id, {"name": "Northwind Traders"})
+    tree = orjson.loads(context_bytes("account-create.json"))
+    tree["SharedVariables"] = [{"key": "tag", "value": runtime.settings.write_tag}]
+    message = sdk_service_bus_message(orjson.dumps(tree), properties=claims())
+    actions = RecordingActions()
+    await trigger(app_module, "dataverse_queue")(message, actions)
+    assert actions.settlements == ["complete"]
+    assert runtime.dispatcher.stats.outcomes == {"Completed": 1}
+    assert runtime.dispatcher.stats.handler_runs >= 1
 
 
 async def test_a_throttled_write_is_left_locked_for_a_later_redelivery(

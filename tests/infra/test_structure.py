@@ -262,3 +262,12 @@ def test_azure_runs_the_python_the_lock_and_the_pipelines_test() -> None:
     assert setup["with"]["python-version"].split() == ["3.13", "3.11"]
     run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "VENV=.venv-3.13 bash scripts/test" in run
+
+
+def test_the_loop_guard_knows_the_app_user_by_default() -> None:
+    # The guard's one rule is the initiating user; without APP_USER_OBJECT_ID it is off, so
+    # the template fills it with the managed identity's object id when no override is given.
+    assert (
+        "{ name: 'APP_USER_OBJECT_ID', value: empty(appUserObjectId) ? "
+        "identity.properties.principalId : appUserObjectId }"
+    ) in BICEP

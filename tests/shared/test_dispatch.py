@@ -13,7 +13,7 @@ from shared.dataverse import DataverseClient
 from shared.dispatch import Completed, DeadLetter, Dispatcher, Retry, Skipped
 from shared.errors import PermanentError, TransientError
 from shared.routing import Router
-from shared.settings import DEFAULT_WRITE_TAG, Settings, SettingsError
+from shared.settings import Settings, SettingsError
 from tests.dataverse_doubles import FakeTime, emulated_client
 from tests.events import ORGANIZATION_ID, claims, event
 from tools.emulator import DataverseEmulator
@@ -123,29 +123,43 @@ def test_an_empty_allow_list_is_refused_in_azure_and_warned_locally(
     assert "ALLOWED_ORGANIZATIONS is empty" in caplog.text
 
 
-async def test_our_own_tagged_writes_are_skipped(dataverse: DataverseClient) -> None:
+async def test_a_tag_alone_never_hides_a_change(dataverse: DataverseClient) -> None:
+    # Any user can set `tag` on a Web API call: an ordinary user's tagged update was skipped
+    # as OwnChange, with no handler run and no audit.
     calls = Calls()
     settings = Settings(
-        allowed_organizations=SETTINGS.allowed_organizations, write_tag="contoso-events"
+        allowed_organizations=SETTINGS.allowed_organizations,
+        write_tag="contoso-events",  # the fixture's SharedVariables carry this tag
+        app_user_object_id="aad00000-0000-4000-8000-0000000000ff",  # not the initiator
     )
     outcome = await dispatcher(router_with(calls, "h"), dataverse, settings).process(event())
-    assert outcome == Skipped("OwnChange", "written by this app (tag 'contoso-events')")
-    assert calls.runs == []
-    # With the default tag the same event is someone else's change.
-    assert DEFAULT_WRITE_TAG != "contoso-events"
-    assert await dispatcher(router_with(calls, "h"), dataverse).process(event()) == Completed(
-        (f"{__name__}.h",)
+    assert outcome == Completed((f"{__name__}.h",))
+    assert calls.runs
+    no_app_user = Settings(
+        allowed_organizations=SETTINGS.allowed_organizations, write_tag="contoso-events"
     )
+    outcome = await dispatcher(router_with(Calls(), "h"), dataverse, no_app_user).process(event())
+    assert isinstance(outcome, Completed)
 
 
 async def test_events_initiated_by_our_app_user_are_skipped(dataverse: DataverseClient) -> None:
+    calls = Calls()
     settings = Settings(
         allowed_organizations=SETTINGS.allowed_organizations,
+        write_tag="contoso-events",
         app_user_object_id="aad00000-0000-4000-8000-0000000000a1",
     )
-    outcome = await dispatcher(router_with(Calls(), "h"), dataverse, settings).process(event())
-    assert isinstance(outcome, Skipped)
-    assert outcome.reason == "OwnChange"
+    outcome = await dispatcher(router_with(calls, "h"), dataverse, settings).process(event())
+    assert outcome == Skipped(
+        "OwnChange", "initiated by this app's application user (tag 'contoso-events')"
+    )
+    assert calls.runs == []
+    untagged = Settings(
+        allowed_organizations=SETTINGS.allowed_organizations,
+        app_user_object_id="AAD00000-0000-4000-8000-0000000000A1",  # case does not matter
+    )
+    outcome = await dispatcher(router_with(Calls(), "h"), dataverse, untagged).process(event())
+    assert outcome == Skipped("OwnChange", "initiated by this app's application user")
 
 
 async def test_no_route_completes(
