@@ -1,7 +1,8 @@
 """`Dispatcher.process(event) -> Outcome`: the one place where decisions are made.
 
     decode        unreadable body                         -> DeadLetter(<InvalidMessage reason>)
-    origin        organization not in the allow-list      -> DeadLetter("UnknownOrganization")
+    origin        body's organization not allowed, or its claim -> DeadLetter("UnknownOrganization")
+                  no claim where Dataverse always sets one      -> DeadLetter("MissingClaims")
     loop guard    initiated by our application user       -> Skipped("OwnChange")
     route         no handler for table/message/stage      -> Completed (logged)
     per handler   claimed and completed already           -> (skipped: "Duplicate")
@@ -181,7 +182,9 @@ class Dispatcher:
             return refused
         if not routes:
             logger.info(
-                "no handler for %s of %s", context.message_name, context.primary_entity_name
+                "no handler for %s of %s",
+                _printable(context.message_name),
+                _printable(context.primary_entity_name),
             )
             return Completed()
         return context, routes
@@ -191,22 +194,34 @@ class Dispatcher:
     def _check_origin(
         self, event: DataverseEvent, context: RemoteExecutionContext
     ) -> DeadLetter | None:
+        """The rule: the body's organization (its id or unique name) must be listed; on a
+        transport where Dataverse always sets the Organization claim, the claim must be there;
+        and a claim, where the list names hosts, must be listed too. One of them sufficing let
+        our claim carry a foreign body, and a message without claims pass on its body alone."""
         allowed = self.settings.allowed_organizations
         if not allowed:
             return None
-        if str(context.raw("OrganizationId") or "").lower() in allowed:
-            return None
-        if context.organization_name.lower() in allowed:
-            return None
         claimed = event.claims.organization
-        if claimed and _host(claimed) in allowed:
+        body_id = str(context.raw("OrganizationId") or "").lower()
+        if body_id not in allowed and context.organization_name.lower() not in allowed:
+            problem = "is not in ALLOWED_ORGANIZATIONS (by id or unique name)"
+        elif claimed is None and event.transport in CLAIMED_TRANSPORTS:
+            return DeadLetter(
+                "MissingClaims",
+                "the message has no Organization claim, which Dataverse sets on everything it "
+                f"posts to {event.transport}: it was sent by something else with this queue's "
+                "send rights (find who holds the SAS rule)",
+            )
+        elif claimed is not None and _names_hosts(allowed) and _host(claimed) not in allowed:
+            problem = "came with an Organization claim that is not in ALLOWED_ORGANIZATIONS"
+        else:
             return None
         return DeadLetter(
             "UnknownOrganization",
             _clip(
-                f"organization {context.organization_name!r} ({context.organization_id}, claim "
-                f"{claimed!r}) is not in ALLOWED_ORGANIZATIONS; if it is yours, add it there, "
-                "otherwise find who registered a service endpoint to this queue"
+                f"organization {_printable(context.organization_name)!r} ({body_id}, claim "
+                f"{_printable(claimed or '')!r}) {problem}; if it is yours, add its id and "
+                "host name there, otherwise find who registered a service endpoint to this queue"
             ),
         )
 
@@ -434,6 +449,22 @@ def _carries_tag(shared: object, parent: object, tag: str) -> bool:
             return False
         shared, parent = parent.get("SharedVariables"), parent.get("ParentContext")
     return False
+
+
+CLAIMED_TRANSPORTS = frozenset({"servicebus", "eventhub"})
+
+
+def _names_hosts(allowed: frozenset[str]) -> bool:
+    return any("." in entry for entry in allowed)
+
+
+def _printable(text: str, limit: int = 64) -> str:
+    """A sender-controlled field for a log line or a description: control characters escaped,
+    clipped to `limit`."""
+    clipped = text[:limit]
+    if not clipped.isprintable():
+        clipped = clipped.encode("unicode_escape").decode("ascii")[:limit]
+    return clipped + ("..." if len(text) > limit else "")
 
 
 def _host(organization: str) -> str:

@@ -468,8 +468,11 @@ def event_hub_runtime(recorder: RowRecorder, dataverse: DataverseClient) -> Runt
         await recorder(context, dataverse)
 
     router.on(entity="account", message="Update")(record)
-    # Only the claim names the organization: proves the per-event properties reach the dispatcher.
-    settings = Settings(allowed_organizations=frozenset({"contoso.crm.dynamics.com"}))
+    # Without the per-event properties an event has no claim and is refused as MissingClaims:
+    # passing proves they reach the dispatcher.
+    settings = Settings(
+        allowed_organizations=frozenset({ORGANIZATION_ID, "contoso.crm.dynamics.com"})
+    )
     return Runtime(settings, router, Dispatcher(router, dataverse, settings), InMemoryPoisonStore())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -106,11 +107,77 @@ async def test_events_of_unknown_organizations_are_dead_lettered(
     assert calls.runs == []
 
 
-async def test_the_allow_list_accepts_ids_names_and_hosts(dataverse: DataverseClient) -> None:
-    for allowed in ("contoso", "contoso.crm.dynamics.com", ORGANIZATION_ID):
-        settings = Settings(allowed_organizations=frozenset({allowed}))
-        outcome = await dispatcher(Router(), dataverse, settings).process(event())
+async def test_the_allow_list_judges_the_body_and_the_claim(dataverse: DataverseClient) -> None:
+    ours = claims("contoso.crm.dynamics.com")
+    for allowed in (
+        {"contoso"},
+        {ORGANIZATION_ID},
+        {ORGANIZATION_ID, "contoso.crm.dynamics.com"},
+    ):
+        settings = Settings(allowed_organizations=frozenset(allowed))
+        outcome = await dispatcher(Router(), dataverse, settings).process(event(properties=ours))
         assert outcome == Completed(), allowed
+    # A host alone cannot vouch for a body: the body's organization must be listed.
+    hosts_only = Settings(allowed_organizations=frozenset({"contoso.crm.dynamics.com"}))
+    outcome = await dispatcher(Router(), dataverse, hosts_only).process(event(properties=ours))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "UnknownOrganization"
+    assert "add its id" in outcome.description
+
+
+async def test_our_claim_never_vouches_for_a_foreign_body(dataverse: DataverseClient) -> None:
+    # Any one of body id, body name or claim host sufficed: our claim with a foreign body
+    # completed.
+    foreign = event(
+        changes={"OrganizationId": str(uuid4()), "OrganizationName": "fabrikam"},
+        properties=claims("contoso.crm.dynamics.com"),
+    )
+    settings = Settings(
+        allowed_organizations=frozenset({ORGANIZATION_ID, "contoso.crm.dynamics.com"})
+    )
+    outcome = await dispatcher(router_with(Calls(), "h"), dataverse, settings).process(foreign)
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "UnknownOrganization"
+
+
+async def test_a_foreign_claim_on_our_body_is_refused_where_hosts_are_listed(
+    dataverse: DataverseClient,
+) -> None:
+    settings = Settings(
+        allowed_organizations=frozenset({ORGANIZATION_ID, "contoso.crm.dynamics.com"})
+    )
+    spoofed = event(properties=claims("fabrikam.crm.dynamics.com"))
+    outcome = await dispatcher(router_with(Calls(), "h"), dataverse, settings).process(spoofed)
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "UnknownOrganization"
+    assert "claim" in outcome.description
+
+
+@pytest.mark.parametrize("transport", ["servicebus", "eventhub"])
+async def test_a_message_without_claims_is_refused_where_dataverse_always_sets_them(
+    dataverse: DataverseClient, transport: str
+) -> None:
+    # A message with no claims and our id in the body was accepted.
+    calls = Calls()
+    bare = dataclasses.replace(event(properties={}), transport=transport)
+    outcome = await dispatcher(router_with(calls, "h"), dataverse).process(bare)
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason == "MissingClaims"
+    assert calls.runs == []
+
+
+async def test_sender_controlled_names_are_escaped_and_clipped_in_descriptions(
+    dataverse: DataverseClient,
+) -> None:
+    hostile = event(
+        changes={"OrganizationId": str(uuid4()), "OrganizationName": "evil\n\x00" + "x" * 10_000},
+        properties=claims("fabrikam.crm.dynamics.com"),
+    )
+    outcome = await dispatcher(Router(), dataverse).process(hostile)
+    assert isinstance(outcome, DeadLetter)
+    assert "\n" not in outcome.description
+    assert "\x00" not in outcome.description
+    assert len(outcome.description) < 600
 
 
 def test_an_empty_allow_list_is_refused_in_azure_and_warned_locally(
