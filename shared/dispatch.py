@@ -49,6 +49,7 @@ from shared.idempotency import (
     record_key,
 )
 from shared.observability import SCOPE, EventScope
+from shared.redaction import printable as _printable
 from shared.routing import Route, Router
 from shared.settings import Settings, SettingsError
 
@@ -456,15 +457,6 @@ CLAIMED_TRANSPORTS = frozenset({"servicebus", "eventhub"})
 
 def _names_hosts(allowed: frozenset[str]) -> bool:
     return any("." in entry for entry in allowed)
-
-
-def _printable(text: str, limit: int = 64) -> str:
-    """A sender-controlled field for a log line or a description: control characters escaped,
-    clipped to `limit`."""
-    clipped = text[:limit]
-    if not clipped.isprintable():
-        clipped = clipped.encode("unicode_escape").decode("ascii")[:limit]
-    return clipped + ("..." if len(text) > limit else "")
 
 
 def _host(organization: str) -> str:

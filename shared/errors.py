@@ -8,6 +8,8 @@ retried up to the broker's delivery limit, then dead-lettered by the broker itse
 
 from __future__ import annotations
 
+from shared.redaction import redact
+
 
 class PermanentError(Exception):
     """Raised by a handler to give up on a message: retrying cannot help."""
@@ -79,10 +81,12 @@ class DataverseError(Exception):
         self.url = url
 
     def __str__(self) -> str:
+        """Status, code, Dataverse's message and the request, with key values, filter literals
+        and query strings redacted (shared.redaction): this text reaches logs and dead letters."""
         status = "no response" if self.status is None else f"HTTP {self.status}"
-        where = f" ({self.method} {self.url})" if self.method else ""
+        where = f" ({self.method} {redact(self.url or '')})" if self.method else ""
         code = f" {self.code}" if self.code else ""
-        return f"{status}{code}: {self.message}{where}"
+        return f"{status}{code}: {redact(self.message)}{where}"
 
 
 class NotFound(DataverseError):

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from shared import redaction
+
 FIELDS = (
     "message_id",
     "correlation_id",
@@ -86,7 +88,8 @@ def install() -> None:
 # Loggers that write INFO lines per message or request, which the worker forwards to the host
 # (its root logger is at INFO): uamqp's C layer logs nine lines for every Service Bus message
 # the binding decodes.
-NOISY_LOGGERS = ("uamqp",)
+# uamqp is chatty; httpx logs every request URL at INFO, with $filter literals and key values.
+NOISY_LOGGERS = ("uamqp", "httpx", "httpcore")
 
 
 def quiet_libraries() -> None:
@@ -128,6 +131,9 @@ def current_fields() -> dict[str, str]:
 def allow_values(allowed: bool) -> None:
     global _values_allowed
     _values_allowed = allowed
+    redaction.allow_values(allowed)
+    # Request URLs carry values: httpx's INFO lines only when values are allowed.
+    logging.getLogger("httpx").setLevel(logging.INFO if allowed else logging.WARNING)
 
 
 def log_values(message: str, values: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from shared.errors import InvalidMessage
+from shared.redaction import describe
 
 from .types import (
     QUERY_TYPE_NAMES,
@@ -118,10 +119,8 @@ def clear_caches() -> None:
 
 
 def invalid(what: str, raw: object) -> InvalidMessage:
-    shown = repr(raw)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return InvalidMessage("InvalidValue", f"{what} is not valid: {shown}")
+    # The value's type and length, not the value: this text reaches logs and dead letters.
+    return InvalidMessage("InvalidValue", f"{what} is not valid: {describe(raw)}")
 
 
 # --- scalars -------------------------------------------------------------------------------
