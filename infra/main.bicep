@@ -203,6 +203,21 @@ resource subscription 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2022
   }
 }
 
+// A resubmitted dead letter (tools.deadletter) goes to the topic naming its subscription in
+// ResubmitTo: this rule takes Dataverse's posts (no ResubmitTo) and its own resubmissions only,
+// so the other subscriptions do not receive it again. Any other subscription on this topic needs
+// the same rule with its own name.
+resource subscriptionRule 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@2022-10-01-preview' = if (useTopic) {
+  parent: subscription
+  name: '$Default'
+  properties: {
+    filterType: 'SqlFilter'
+    sqlFilter: {
+      sqlExpression: 'user.ResubmitTo IS NULL OR user.ResubmitTo = \'${subscriptionName}\''
+    }
+  }
+}
+
 // --- Event Hubs (optional) ----------------------------------------------------------------------
 
 resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = if (useEventHub) {

@@ -45,10 +45,24 @@ def _properties(raw: Mapping[Any, Any] | None) -> dict[str | bytes, Any]:
     return properties
 
 
-def resubmission_of(message: ServiceBusReceivedMessage) -> ServiceBusMessage:
+# A topic has no way to send to one subscription: a resubmitted dead letter goes to the topic
+# with this property naming its subscription, and each subscription's rule (infra/main.bicep)
+# takes messages without it, or with its own name only. Without it, every subscription would
+# receive the message again.
+RESUBMIT_PROPERTY = "ResubmitTo"
+
+
+def resubmission_of(
+    message: ServiceBusReceivedMessage, subscription: str | None = None
+) -> ServiceBusMessage:
+    """The message as it was posted; for a topic, addressed to `subscription` alone."""
+    properties = _properties(message.application_properties)
+    properties.pop(RESUBMIT_PROPERTY, None)
+    if subscription:
+        properties[RESUBMIT_PROPERTY] = subscription
     return ServiceBusMessage(
         body_bytes(message),
-        application_properties=_properties(message.application_properties),
+        application_properties=properties,
         content_type=_text(message.content_type),
         message_id=_text(message.message_id),
         correlation_id=_text(message.correlation_id),
@@ -81,12 +95,16 @@ class Settler(Protocol):
 
 
 async def resubmit(
-    messages: Sequence[ServiceBusReceivedMessage], sender: Sender, receiver: Settler
+    messages: Sequence[ServiceBusReceivedMessage],
+    sender: Sender,
+    receiver: Settler,
+    subscription: str | None = None,
 ) -> int:
-    """Send each message back to its entity, then remove it from the dead-letter queue (in
-    that order: a crash in between leaves a duplicate, which the app skips, never a loss)."""
+    """Send each message back to its entity (a topic's: to `subscription` alone), then remove
+    it from the dead-letter queue (in that order: a crash in between leaves a duplicate, which
+    the app skips, never a loss)."""
     for message in messages:
-        await sender.send_messages(resubmission_of(message))
+        await sender.send_messages(resubmission_of(message, subscription))
         await receiver.complete_message(message)
     return len(messages)
 
@@ -139,7 +157,8 @@ async def _service_bus(args: argparse.Namespace) -> int:
                 else:
                     await receiver.abandon_message(message)
             if args.command == "resubmit":
-                print(f"resubmitted {await resubmit(chosen, sender, receiver)} messages")
+                count = await resubmit(chosen, sender, receiver, args.subscription)
+                print(f"resubmitted {count} messages")
             elif args.yes:
                 for message in chosen:
                     await receiver.complete_message(message)

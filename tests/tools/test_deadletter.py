@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
@@ -11,7 +13,7 @@ from shared.poison import InMemoryPoisonStore
 from tests.conftest import context_bytes
 from tests.events import claims
 from tests.host_shapes import sdk_service_bus_message
-from tools.deadletter import body_bytes, event_of, resubmission_of, resubmit
+from tools.deadletter import RESUBMIT_PROPERTY, body_bytes, event_of, resubmission_of, resubmit
 
 
 class RecordingSender:
@@ -30,10 +32,13 @@ class RecordingReceiver:
         self.log.append(f"complete {message.message_id}")
 
 
-def dead_letter(body: bytes, content_type: str) -> ServiceBusReceivedMessage:
+BICEP = Path(__file__).resolve().parents[2] / "infra" / "main.bicep"
+
+
+def dead_letter(body: bytes, content_type: str, **extra: str) -> ServiceBusReceivedMessage:
     return sdk_service_bus_message(
         body,
-        properties=claims(EntityLogicalName="account"),
+        properties={**claims(EntityLogicalName="account"), **extra},
         content_type=content_type,
         message_id="m-9",
     )
@@ -64,6 +69,27 @@ async def test_resubmit_sends_first_then_removes_the_dead_letter() -> None:
     (sent,) = sender.sent
     assert b"".join(sent.body) == context_bytes("contact-update.json")
     assert log == ["complete m-9"]
+
+
+async def test_a_subscription_s_dead_letter_is_resubmitted_to_that_subscription_only() -> None:
+    # It was sent to the topic as it was, so every subscription received it again.
+    sender = RecordingSender()
+    messages = [dead_letter(context_bytes("contact-update.json"), "application/json")]
+    await resubmit(messages, sender, RecordingReceiver([]), "consumers")
+    (sent,) = sender.sent
+    assert (sent.application_properties or {})[RESUBMIT_PROPERTY] == "consumers"
+    # The subscription rule in infra/main.bicep reads that property: the other subscriptions,
+    # whose rules name themselves, skip it; Dataverse's own posts carry none, so all take them.
+    bicep = BICEP.read_text()
+    rule = re.search(r"sqlExpression: '(.*)'\n", bicep)
+    assert rule is not None
+    assert rule.group(1) == (
+        f"user.{RESUBMIT_PROPERTY} IS NULL OR "
+        f"user.{RESUBMIT_PROPERTY} = \\'${{subscriptionName}}\\'"
+    )
+    # A queue's resubmission is addressed to nobody, even when the original was.
+    again = resubmission_of(dead_letter(b"{}", "application/json", ResubmitTo="old"))
+    assert RESUBMIT_PROPERTY not in (again.application_properties or {})
 
 
 async def test_parked_events_become_event_hub_events_unchanged() -> None:
