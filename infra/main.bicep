@@ -344,6 +344,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'DATAVERSE_EVENT_HUB_CONSUMER_GROUP', value: consumerGroupName }
         // The app's own settings (shared/settings.py).
         { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
+        // Turns on the app's fail-closed guards whatever the plan sets (shared/settings.py).
+        { name: 'DATAVERSE_HOSTING', value: 'azure' }
         { name: 'DATAVERSE_URL', value: dataverseUrl }
         { name: 'ALLOWED_ORGANIZATIONS', value: allowedOrganizations }
         // The loop guard's one rule (the write tag is caller-controlled, so never trusted alone).

@@ -36,7 +36,7 @@ class Settings:
     max_concurrency: int = 16
     # Client id of a user-assigned managed identity; empty means the system-assigned identity.
     managed_identity_client_id: str | None = None
-    # True in Azure (the Functions host sets WEBSITE_INSTANCE_ID there).
+    # True in Azure (see `running_in_azure`): the fail-closed guards apply.
     in_azure: bool = False
     # Organizations whose events are accepted (ids, unique names or host names).
     allowed_organizations: frozenset[str] = field(default_factory=frozenset)
@@ -97,7 +97,7 @@ class Settings:
             call_budget_seconds=number("DATAVERSE_CALL_BUDGET_SECONDS", 45.0),
             max_concurrency=int(number("DATAVERSE_MAX_CONCURRENCY", 16)),
             managed_identity_client_id=text("AZURE_CLIENT_ID"),
-            in_azure=text("WEBSITE_INSTANCE_ID") is not None,
+            in_azure=running_in_azure(env),
             allowed_organizations=frozenset(
                 part.strip().lower() for part in organizations.split(",") if part.strip()
             ),
@@ -108,7 +108,7 @@ class Settings:
             storage_account_name=text("AzureWebJobsStorage__accountName"),
             poison_container=text("POISON_CONTAINER") or "dataverse-poison",
             idempotency_store=_store_kind(
-                text("IDEMPOTENCY_STORE"), in_azure=text("WEBSITE_INSTANCE_ID") is not None
+                text("IDEMPOTENCY_STORE"), in_azure=running_in_azure(env)
             ),
             idempotency_table=text("IDEMPOTENCY_TABLE") or "dataverseidempotency",
             environment_name=text("DATAVERSE_ENVIRONMENT"),
@@ -119,6 +119,25 @@ class Settings:
             subscription_name=text("DATAVERSE_SUBSCRIPTION_NAME"),
             event_hub_name=text("DATAVERSE_EVENT_HUB_NAME"),
         )
+
+
+# Any one of these says "Azure", so each fail-closed guard (table store, allow-list, managed
+# identity) holds on every plan: WEBSITE_INSTANCE_ID is set on Premium, Dedicated and Windows
+# Consumption but not on Flex Consumption, the plan infra/main.bicep deploys; WEBSITE_OWNER_NAME
+# is set on Flex and Linux Consumption too (azure-functions-host#10441); IDENTITY_ENDPOINT
+# wherever a managed identity is assigned (ours always is); DATAVERSE_HOSTING is set by our own
+# Bicep, so a platform that renames its variables cannot turn the guards off. Core Tools
+# (`func start`) sets none of them.
+AZURE_MARKERS = (
+    "DATAVERSE_HOSTING",
+    "WEBSITE_INSTANCE_ID",
+    "WEBSITE_OWNER_NAME",
+    "IDENTITY_ENDPOINT",
+)
+
+
+def running_in_azure(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(name) for name in AZURE_MARKERS)
 
 
 def _store_kind(value: str | None, *, in_azure: bool) -> str:

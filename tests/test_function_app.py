@@ -28,7 +28,7 @@ from shared.poison import InMemoryPoisonStore, ParkedEvent
 from shared.registration import load_environment
 from shared.routing import Router
 from shared.servicebus import RedeliveryRequested, SettlementFailed, handle_message
-from shared.settings import Settings
+from shared.settings import AZURE_MARKERS, Settings
 from tests.conftest import context_bytes
 from tests.dataverse_doubles import FakeTime, emulated_client
 from tests.events import ORGANIZATION_ID, claims
@@ -52,7 +52,7 @@ def fresh_function_app(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]
     """Import function_app as the host does at indexing, with these app settings."""
     for name in (
         *TRIGGER_SETTINGS,
-        "WEBSITE_INSTANCE_ID",
+        *AZURE_MARKERS,
         "AzureWebJobsStorage",
         "DATAVERSE_ENVIRONMENT",
     ):

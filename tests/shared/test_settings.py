@@ -93,3 +93,32 @@ async def test_a_loopback_dataverse_url_is_the_emulator_and_needs_no_login() -> 
     azure = make_credential(Settings(dataverse_url="http://localhost:8765", in_azure=True))
     assert isinstance(azure, ManagedIdentityCredential)
     await azure.close()
+
+
+# What each plan sets, of the variables `running_in_azure` reads (the rest of each plan's
+# variables are irrelevant here). Flex Consumption, the plan infra/main.bicep deploys, sets no
+# WEBSITE_INSTANCE_ID: detection resting on it alone turned every fail-closed guard off there.
+PLANS = {
+    "flex consumption": {"WEBSITE_OWNER_NAME": "sub+flex-abc-webspace", "IDENTITY_ENDPOINT": "x"},
+    "flex consumption, our bicep": {"DATAVERSE_HOSTING": "azure", "WEBSITE_OWNER_NAME": "s"},
+    "linux consumption": {"WEBSITE_OWNER_NAME": "sub+rg-westeuropewebspace-Linux"},
+    "premium or dedicated": {"WEBSITE_INSTANCE_ID": "abc", "WEBSITE_OWNER_NAME": "s"},
+    "only our bicep's setting": {"DATAVERSE_HOSTING": "azure"},
+}
+
+
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_azure_is_recognised_on_every_plan_and_its_guards_hold(plan: str) -> None:
+    environ = PLANS[plan]
+    assert Settings.from_environment(environ).in_azure
+    with pytest.raises(SettingsError, match="memory"):
+        Settings.from_environment({**environ, "IDEMPOTENCY_STORE": "memory"})
+
+
+def test_func_start_on_a_laptop_is_not_azure() -> None:
+    local = {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "WEBSITE_HOSTNAME": "localhost:7071",  # Core Tools sets this one locally
+    }
+    assert not Settings.from_environment(local).in_azure
