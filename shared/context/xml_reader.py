@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from xml.etree import ElementTree
+from xml.parsers import expat
 
 from shared.errors import InvalidMessage
 
@@ -106,10 +107,35 @@ _PRIMITIVES: dict[str, Any] = {
 }
 
 
+class _DtdFound(Exception):
+    pass
+
+
+def _refuse_dtd(*_: object) -> None:
+    raise _DtdFound
+
+
+def _check_no_dtd(body: bytes) -> None:
+    """DataContractSerializer never writes a DTD, and without one no entity can expand. Asked
+    of expat itself, in whatever encoding the body declares or its BOM says: a byte search for
+    `<!DOCTYPE` missed UTF-16, where an internal entity expanded 208 KiB into 8.6 M characters.
+    One pass of expat with no handler but these, in C: a fraction of the tree build after it."""
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    try:
+        parser.Parse(body, True)
+    except _DtdFound:
+        raise InvalidMessage(
+            "InvalidXml", "the XML body declares a DTD, which a context never has"
+        ) from None
+    except (expat.ExpatError, ValueError, LookupError) as error:
+        raise InvalidMessage("InvalidXml", f"the body is not well-formed XML: {error}") from None
+
+
 def read_xml(body: bytes) -> Any:
-    # DataContractSerializer never writes a DTD; refusing one rules out entity expansion attacks.
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise InvalidMessage("InvalidXml", "the XML body declares a DTD, which a context never has")
+    _check_no_dtd(body)
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as error:
