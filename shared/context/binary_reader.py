@@ -31,6 +31,11 @@ from . import values
 from .nbfs import STATIC_DICTIONARY
 
 MAX_RECORDS = 1_000_000
+# Array items in all of one body. An Array record's item costs one byte of body (a bool) but
+# becomes an element of about 150 bytes: 977 KiB became a million elements, 117 MiB and 3.8 s.
+# Contexts hold small arrays (a multi-select choice has at most a few hundred values); each
+# item also counts as a record.
+MAX_ARRAY_ITEMS = 65_536
 _XMLNS = "http://www.w3.org/2000/xmlns/"
 _DOTNET_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 _TICKS_MASK = (1 << 62) - 1
@@ -263,7 +268,7 @@ def read_binary(body: bytes) -> Element:
     stack: list[tuple[Element, dict[str, str] | None]] = [(root, None)]
     namespaces: dict[str, str] = {"xml": "http://www.w3.org/XML/1998/namespace"}
     limit = min(MAX_RECORDS, end)  # every record takes at least one byte
-    records = 0
+    records = array_items = 0
     position = 0
     # The frequent records are read inline, the position kept in a local; the rest go through
     # the reader's methods. Each branch leaves `position` at the next record.
@@ -344,7 +349,9 @@ def read_binary(body: bytes) -> Element:
             if record & 1:  # WithEndElement
                 _close(stack, namespaces)
         elif record == 0x03:
-            _array(reader, stack, namespaces)
+            items = _array(reader, stack, namespaces, array_items)
+            array_items += items
+            records += items
         elif record == 0x02:  # Comment
             reader.string()
         elif record <= 0x3F:
@@ -433,10 +440,13 @@ def _element(
 
 
 def _array(
-    reader: _Reader, stack: list[tuple[Element, dict[str, str] | None]], namespaces: dict[str, str]
-) -> None:
+    reader: _Reader,
+    stack: list[tuple[Element, dict[str, str] | None]],
+    namespaces: dict[str, str],
+    items_before: int,
+) -> int:
     """Array: an element record, EndElement, a value type, a count, then that many values, each
-    standing for a copy of the element holding it."""
+    standing for a copy of the element holding it. Returns the count."""
     record = reader.byte()
     if not 0x40 <= record <= 0x77:
         raise _fail(f"an Array record starts with 0x{record:02X}, not an element")
@@ -450,9 +460,12 @@ def _array(
     size = _FIXED_TEXT[kind & 0xFE][0]
     if count * size > reader.end - reader.position:
         raise _fail(f"an Array of {count} values is longer than the body")
+    if items_before + count > MAX_ARRAY_ITEMS:
+        raise _fail(f"the body's Array records hold more than {MAX_ARRAY_ITEMS} values")
     parent = stack[-1][0]
     for _ in range(count):
         item = Element(template.tag, template.attrib)
         item.text = _text(reader, kind & 0xFE)
         parent.append(item)
     _close([(parent, None), (template, saved)], namespaces)
+    return count
