@@ -45,9 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextvars
-import heapq
-import itertools
 import logging
 import random
 import socket
@@ -56,35 +53,41 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 import httpx
 import orjson
-from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableClient
 
 from shared.dataverse import DataverseClient, RetryPolicy
 from shared.deadlines import Deadlines
 from shared.dispatch import Dispatcher
-from shared.errors import PermanentError, TransientError
-from shared.eventhub import BatchNeedsRetry, is_final_attempt, process_batch
-from shared.events import DataverseEvent
-from shared.idempotency import Claim
-from shared.idempotency_table import TableIdempotencyStore
-from shared.poison import InMemoryPoisonStore
 from shared.routing import Router
 from shared.servicebus import handle_message
 from shared.settings import Settings
 from tools.emulator import AnyToken, DataverseEmulator
 
+from .soak_eventhub import EventHubResult, eventhub_soak
+from .soak_events import deliveries, make_events
+from .soak_model import (
+    CURRENT,
+    LEASE_SECONDS,
+    MAX_DELIVERY_COUNT,
+    ORGANIZATION,
+    Broker,
+    Instance,
+    Ledger,
+    LedgerStore,
+    ScaledTime,
+    Settlements,
+    SoakMessage,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = "UseDevelopmentStorage=true"
-ORGANIZATION = "0f000000-0000-4000-8000-0000000000aa"
-CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
-STEP = "57e90000-0000-4000-8000-00000000beef"
 EFFECTS = uuid5(UUID(int=0), "soak-effects")
 
 FAULTS = (
@@ -96,9 +99,6 @@ FAULTS = (
     "unauthorized",
     "poison-failures",
 )
-LOCK_SECONDS = 300.0  # infra/main.bicep: lockDuration PT5M
-MAX_DELIVERY_COUNT = 10  # infra/main.bicep: maxDeliveryCount
-LEASE_SECONDS = 300.0
 
 
 def parse_faults(text: str) -> frozenset[str]:
@@ -113,79 +113,8 @@ def parse_faults(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-class ScaledTime:
-    """Clocks and a sleep running 1/scale times as fast as real time."""
-
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-        self._wall = time.time()
-        self._mono = time.monotonic()
-
-    def wall(self) -> float:
-        return self._wall + (time.time() - self._wall) / self.scale
-
-    def monotonic(self) -> float:
-        return (time.monotonic() - self._mono) / self.scale
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) * self.scale)
-
-
 class SoakCrash(RuntimeError):
     """A handler dying at a random point (the dispatcher retries it, as for any bug)."""
-
-
-@dataclass
-class Ledger:
-    """What actually happened, kept outside the app under test."""
-
-    runs: int = 0
-    crashes: int = 0
-    instance_crashes: int = 0
-    slow_runs: int = 0
-    complete_errors: int = 0
-    recorded: set[tuple[str, str]] = field(default_factory=set)  # (handler, event)
-    doubled: int = 0
-    latest_recorded: dict[str, int] = field(default_factory=dict)  # row -> sequence
-    stale_applied: int = 0
-    # What each task's handler finished, until the store records it: (handler, event, row, seq)
-    finished: dict[asyncio.Task[Any], tuple[str, str, str, int]] = field(default_factory=dict)
-
-    def start(self, handler: str, event: str) -> None:
-        self.runs += 1
-        if (handler, event) in self.recorded:
-            self.doubled += 1
-
-    def finish(self, handler: str, event: str, row: str = "", sequence: int = 0) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.finished[task] = (handler, event, row, sequence)
-
-    def record(self) -> None:
-        """The store recorded the completion of what the current task's handler finished."""
-        task = asyncio.current_task()
-        entry = self.finished.pop(task, None) if task is not None else None
-        if entry is None:
-            return
-        handler, event, row, sequence = entry
-        self.recorded.add((handler, event))
-        if row:
-            self.latest_recorded[row] = max(self.latest_recorded.get(row, 0), sequence)
-
-
-@dataclass
-class Instance:
-    """One app instance: what it runs now, so a crash can cut all of it off."""
-
-    number: int
-    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def crash(self) -> None:
-        for task in self.in_flight:
-            task.cancel()
-
-
-CURRENT: contextvars.ContextVar[Instance] = contextvars.ContextVar("soak_instance")
 
 
 def soak_router(
@@ -244,171 +173,6 @@ def soak_router(
     return router
 
 
-class LedgerStore(TableIdempotencyStore):
-    """The real table store, telling the ledger what it recorded, and failing some completion
-    writes when asked (before anything is written, as a refused request would)."""
-
-    def __init__(
-        self, table: TableClient, ledger: Ledger, rng: random.Random, error_rate: float, **kw: Any
-    ) -> None:
-        super().__init__(table, **kw)
-        self._ledger = ledger
-        self._rng = rng
-        self._error_rate = error_rate
-
-    async def complete(self, claim: Claim) -> None:
-        if self._rng.random() < self._error_rate:
-            self._ledger.complete_errors += 1
-            raise ServiceRequestError("injected: the table did not answer")
-        await super().complete(claim)
-        self._ledger.record()
-
-
-def make_events(count: int, rows: int) -> list[tuple[str, int, bytes]]:
-    """(row, sequence, body) in causal order: every row's changes in sequence."""
-    template = orjson.loads(
-        (ROOT / "tests" / "fixtures" / "contexts" / "contact-update.json").read_bytes()
-    )
-    template["OwningExtension"]["Id"] = STEP
-    template["OrganizationId"] = ORGANIZATION
-    events = []
-    for index in range(count):
-        row, sequence = index % rows, index // rows + 1
-        row_id = str(UUID(int=row + 1))
-        tree = dict(template)
-        tree["PrimaryEntityId"] = row_id
-        tree["OperationId"] = str(uuid4())
-        tree["OperationCreatedOn"] = f"/Date({1735689600000 + sequence * 1000})/"
-        tree["InputParameters"] = [
-            {
-                "key": "Target",
-                "value": {
-                    "__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts",
-                    "Attributes": [{"key": "contoso_sequence", "value": sequence}],
-                    "Id": row_id,
-                    "LogicalName": "contact",
-                    "RowVersion": str(1000 + sequence),
-                },
-            }
-        ]
-        tree["PostEntityImages"] = []
-        tree["PreEntityImages"] = []
-        events.append((row_id, sequence, orjson.dumps(tree)))
-    return events
-
-
-def deliveries(
-    events: list[tuple[str, int, bytes]], rng: random.Random, duplicates: float, reordered: float
-) -> list[int]:
-    """Indexes into `events` in delivery order."""
-    order = list(range(len(events)))
-    by_row: dict[str, list[int]] = {}
-    for index in order:
-        by_row.setdefault(events[index][0], []).append(index)
-    position = {index: place for place, index in enumerate(order)}
-    for indexes in by_row.values():
-        for earlier, later in itertools.pairwise(indexes):
-            if rng.random() < reordered:  # the later change overtakes the earlier one
-                a, b = position[earlier], position[later]
-                order[a], order[b] = order[b], order[a]
-                position[earlier], position[later] = b, a
-    for index in list(order):
-        if rng.random() < duplicates:
-            order.insert(rng.randrange(position[index] + 1, len(order) + 1), index)
-            position = {value: place for place, value in enumerate(order)}
-    return order
-
-
-@dataclass
-class SoakMessage:
-    """The parts of a `ServiceBusReceivedMessage` that `DataverseEvent.from_service_bus` reads."""
-
-    body: bytes
-    message_id: str
-    delivery_count: int
-    sequence_number: int
-    content_type: str = "application/json"
-    application_properties: dict[str, str] = field(
-        default_factory=lambda: {CLAIMS + "Organization": ORGANIZATION}
-    )
-
-
-@dataclass(order=True)
-class Delivery:
-    visible_at: float
-    sequence: int
-    index: int = field(compare=False)
-    count: int = field(compare=False, default=0)  # deliveries so far
-    locked_until: float = field(compare=False, default=0.0)
-
-
-class Broker:
-    """A Service Bus queue as the broker behaves: a received message stays locked; settled, it
-    is gone; unsettled (a Retry, a crash, a failed settlement) it becomes visible again when its
-    lock expires, with its delivery count one higher. Past MaxDeliveryCount the broker would
-    dead-letter it itself (counted, and premature, like any other here)."""
-
-    def __init__(self, clock: ScaledTime) -> None:
-        self._clock = clock
-        self._heap: list[Delivery] = []
-        self._sequence = itertools.count(1)
-        self.outstanding = 0
-        self.broker_dead_letters = 0
-        self.done = asyncio.Event()
-
-    def send(self, index: int) -> None:
-        heapq.heappush(self._heap, Delivery(0.0, next(self._sequence), index))
-        self.outstanding += 1
-
-    async def receive(self) -> Delivery | None:
-        while not self.done.is_set():
-            now = self._clock.monotonic()
-            if self._heap and self._heap[0].visible_at <= now:
-                delivery = heapq.heappop(self._heap)
-                if delivery.count >= MAX_DELIVERY_COUNT:
-                    self.broker_dead_letters += 1
-                    self.settled()
-                    continue
-                delivery.count += 1
-                delivery.locked_until = now + LOCK_SECONDS
-                return delivery
-            await asyncio.sleep(0.005)
-        return None
-
-    def unsettled(self, delivery: Delivery) -> None:
-        delivery.visible_at = delivery.locked_until
-        heapq.heappush(self._heap, delivery)
-
-    def settled(self) -> None:
-        self.outstanding -= 1
-        if self.outstanding == 0:
-            self.done.set()
-
-
-class Settlements:
-    """`ServiceBusMessageActions` for one delivery."""
-
-    def __init__(self) -> None:
-        self.action: str | None = None
-        self.reason: str | None = None
-        self.description: str | None = None
-
-    def complete(self, message: Any) -> None:
-        self.action = "complete"
-
-    def abandon(self, message: Any) -> None:
-        self.action = "abandon"
-
-    def deadletter(
-        self,
-        message: Any,
-        deadletter_reason: str | None = None,
-        deadletter_error_description: str | None = None,
-    ) -> None:
-        self.action, self.reason = "deadletter", deadletter_reason
-        self.description = deadletter_error_description
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
@@ -451,18 +215,6 @@ def azurite_running() -> Iterator[None]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-@dataclass
-class EventHubResult:
-    events: int
-    poison: int
-    applied: int
-    parked: Counter[str]
-    premature_parked: int
-    lost: int
-    invocations: int
-    park_failures: int
 
 
 @dataclass
@@ -666,108 +418,6 @@ async def soak(
         seconds=seconds,
         scaled_seconds=scaled_seconds,
         eventhub=eventhub,
-    )
-
-
-class FlakyPoisonStore(InMemoryPoisonStore):
-    """A poison store refusing a share of its writes (a missing role, a storage outage)."""
-
-    def __init__(self, rng: random.Random, failure_rate: float) -> None:
-        super().__init__()
-        self._rng = rng
-        self._failure_rate = failure_rate
-        self.failures = 0
-
-    async def park(
-        self, event: DataverseEvent, reason: str, description: str, partition: str | None
-    ) -> str:
-        if self._rng.random() < self._failure_rate:
-            self.failures += 1
-            raise ServiceRequestError("injected: the poison container refused the write")
-        return await super().park(event, reason, description, partition)
-
-
-@dataclass
-class RetryContext:
-    retry_count: int
-    max_retry_count: int = -1  # function_app.py: the policy never gives up
-
-
-async def eventhub_soak(
-    count: int, *, seed: int, time_scale: float, batch_size: int = 100
-) -> EventHubResult:
-    """Batches as the host delivers them: the same batch again after each failed invocation
-    (retry_count rising), the checkpoint past it only when an invocation succeeds."""
-    rng = random.Random(seed + 1)
-    clock = ScaledTime(time_scale)
-    applied: set[str] = set()
-    poison_ids: set[str] = set()
-    router = Router()
-
-    @router.on(entity="contact", message="Update")
-    async def apply(context: Any, dataverse: Any) -> None:
-        event = str(context.operation_id)
-        if event in poison_ids:
-            raise PermanentError("this event can never be applied")
-        if rng.random() < 0.10:
-            raise TransientError("a passing failure")
-        applied.add(event)
-
-    events = make_events(count, max(10, count // 20))
-    bodies = []
-    for number, (_, _, body) in enumerate(events):
-        if rng.random() < 0.01:
-            poison_ids.add(str(orjson.loads(body)["OperationId"]))
-        bodies.append((number, body))
-    poison = FlakyPoisonStore(rng, 0.5)
-    dispatcher = Dispatcher(
-        router,
-        DataverseClient("https://contoso.crm.dynamics.com"),  # never called: nothing is written
-        Settings(allowed_organizations=frozenset({ORGANIZATION})),
-        sleep=clock.sleep,
-    )
-    invocations = 0
-    for first in range(0, len(bodies), batch_size):
-        batch = [
-            DataverseEvent(
-                body=body,
-                content_type="application/json",
-                message_id=f"e{number}",
-                transport="eventhub",
-                position=f"{number}@{number * 1000}",
-                properties={CLAIMS + "Organization": ORGANIZATION},
-            )
-            for number, body in bodies[first : first + batch_size]
-        ]
-        retry = 0
-        while True:
-            invocations += 1
-            try:
-                await process_batch(
-                    dispatcher,
-                    batch,
-                    poison,
-                    partition="0",
-                    final_attempt=is_final_attempt(RetryContext(retry)),
-                    sleep=clock.sleep,
-                )
-                break  # the host checkpoints past the batch
-            except BatchNeedsRetry:
-                retry += 1
-                if retry > 100:
-                    break  # stuck: what is neither applied nor parked counts as lost
-    records = list(poison.parked.values())
-    parked_ids = {str(orjson.loads(record.body)["OperationId"]) for record in records}
-    every = {str(orjson.loads(body)["OperationId"]) for _, body in bodies}
-    return EventHubResult(
-        events=len(bodies),
-        poison=len(poison_ids),
-        applied=len(applied),
-        parked=Counter(record.reason for record in records),
-        premature_parked=len(parked_ids - poison_ids),
-        lost=len(every - applied - parked_ids) + len(poison_ids - parked_ids),
-        invocations=invocations,
-        park_failures=poison.failures,
     )
 
 
