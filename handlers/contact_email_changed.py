@@ -3,8 +3,8 @@
 It runs only for Updates whose Target carries `emailaddress1` (the step's filtering attributes
 should say the same, so Dataverse does not even post other updates). It is ordered: the flag
 describes the latest address, so an older change arriving late is skipped as stale. Its own
-write to the contact raises another Update event; that one carries this app's tag and is
-skipped by the loop guard, and it does not touch emailaddress1 anyway.
+write to the contact raises another Update event; that one is initiated by this app's
+application user and skipped by the loop guard, and it does not touch emailaddress1 anyway.
 """
 
 from __future__ import annotations
