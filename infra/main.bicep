@@ -61,6 +61,12 @@ param maximumInstances int = 40
 param healthSchedule string = '0 */15 * * * *'
 param housekeepingSchedule string = '0 30 3 * * *'
 
+@description('Days until the Key Vault copies of the send keys expire; each deployment renews them')
+param secretLifetimeDays int = 180
+
+@description('Deployment time, for secret expiry (leave the default)')
+param deployedAt string = utcNow()
+
 var storageName = take('st${replace(baseName, '-', '')}${uniqueString(resourceGroup().id)}', 24)
 var deploymentContainer = 'app-package'
 var poisonContainer = 'dataverse-poison'
@@ -73,7 +79,6 @@ var roles = {
   serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   eventHubsDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -93,6 +98,8 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   sku: { name: 'Standard_LRS' }
   properties: {
     allowSharedKeyAccess: false
+    // The portal and tools use Entra ID too, never a key they would have to fetch.
+    defaultToOAuthAuthentication: true
     allowBlobPublicAccess: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
@@ -102,6 +109,13 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
+  properties: {
+    // A parked event deleted or overwritten by mistake (tools.deadletter parked ...) can be
+    // brought back: the poison store is the only copy of an Event Hubs event the app gave up on.
+    deleteRetentionPolicy: { enabled: true, days: 14 }
+    containerDeleteRetentionPolicy: { enabled: true, days: 14 }
+    isVersioningEnabled: true
+  }
 }
 
 resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
@@ -252,6 +266,9 @@ resource hubSendRule 'Microsoft.EventHub/namespaces/eventhubs/authorizationRules
 
 // --- Key Vault: the send key, for tools.endpoints to give to Dataverse --------------------------
 
+// Secrets expire, so a key nobody has redeployed for months shows up (the health check warns).
+var secretAttributes = { exp: dateTimeToEpoch(dateTimeAdd(deployedAt, 'P${secretLifetimeDays}D')) }
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: 'kv-${baseName}'
   location: location
@@ -270,19 +287,26 @@ resource sendKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: {
     value: queueSendRule.listKeys().primaryKey
     contentType: 'Service Bus SAS key (rule dataverse-send, send only)'
+    attributes: secretAttributes
   }
 }
 
 resource topicSendKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useTopic) {
   parent: vault
   name: 'dataverse-topic-send-key'
-  properties: { value: useTopic ? topicSendRule.listKeys().primaryKey : '' }
+  properties: {
+    value: useTopic ? topicSendRule.listKeys().primaryKey : ''
+    attributes: secretAttributes
+  }
 }
 
 resource hubSendKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useEventHub) {
   parent: vault
   name: 'dataverse-hub-send-key'
-  properties: { value: useEventHub ? hubSendRule.listKeys().primaryKey : '' }
+  properties: {
+    value: useEventHub ? hubSendRule.listKeys().primaryKey : ''
+    attributes: secretAttributes
+  }
 }
 
 // --- the function app -------------------------------------------------------------------------
@@ -371,6 +395,59 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// Deployments go through Entra (the pipelines' federated identity): no FTP or SCM passwords.
+resource noFtpPassword 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+resource noScmPassword 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'scm'
+  properties: { allow: false }
+}
+
+// --- diagnostic settings: who read a secret, who sent or settled, what the host logged ------------
+
+resource vaultAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${logs.name}'
+  scope: vault
+  properties: {
+    workspaceId: logs.id
+    logs: [ { categoryGroup: 'audit', enabled: true } ]
+  }
+}
+
+resource serviceBusLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${logs.name}'
+  scope: serviceBus
+  properties: {
+    workspaceId: logs.id
+    logs: [ { categoryGroup: 'allLogs', enabled: true } ]
+    metrics: [ { category: 'AllMetrics', enabled: true } ]
+  }
+}
+
+resource eventHubsLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (useEventHub) {
+  name: 'to-${logs.name}'
+  scope: eventHubs
+  properties: {
+    workspaceId: logs.id
+    logs: [ { categoryGroup: 'allLogs', enabled: true } ]
+    metrics: [ { category: 'AllMetrics', enabled: true } ]
+  }
+}
+
+resource appLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${logs.name}'
+  scope: app
+  properties: {
+    workspaceId: logs.id
+    logs: [ { category: 'FunctionAppLogs', enabled: true } ]
+  }
+}
+
 // --- role assignments: least privilege for the app identity -----------------------------------
 
 resource queueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -411,16 +488,6 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
-  }
-}
-
-resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, identity.id, roles.storageQueueDataContributor)
-  scope: storage
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
   }
 }
 

@@ -126,7 +126,6 @@ def test_the_app_identity_has_exactly_the_roles_its_triggers_and_stores_need() -
         ("subscription", "serviceBusDataReceiver"),  # the topic trigger
         ("hub", "eventHubsDataReceiver"),  # the Event Hub trigger
         ("storage", "storageBlobDataOwner"),  # host state, checkpoints, package, poison store
-        ("storage", "storageQueueDataContributor"),  # host internals
         ("storage", "storageTableDataContributor"),  # idempotency claims and watermarks
         ("insights", "monitoringMetricsPublisher"),  # telemetry with Entra authentication
     }
@@ -277,3 +276,42 @@ def test_the_loop_guard_knows_the_app_user_by_default() -> None:
         "{ name: 'APP_USER_OBJECT_ID', value: empty(appUserObjectId) ? "
         "identity.properties.principalId : appUserObjectId }"
     ) in BICEP
+
+
+def test_storage_takes_entra_only_and_keeps_deleted_blobs() -> None:
+    storage = BICEP[BICEP.index("resource storage ") :].split("\n}\n", 1)[0]
+    assert "allowSharedKeyAccess: false" in storage
+    assert "defaultToOAuthAuthentication: true" in storage
+    blobs = BICEP[BICEP.index("resource blobs ") :].split("\n}\n", 1)[0]
+    assert "deleteRetentionPolicy: { enabled: true" in blobs
+    assert "containerDeleteRetentionPolicy: { enabled: true" in blobs
+    assert "isVersioningEnabled: true" in blobs
+
+
+def test_every_key_vault_secret_expires() -> None:
+    secrets = re.findall(
+        r"resource \w+ 'Microsoft\.KeyVault/vaults/secrets@[^']+' = [^{]*\{(.*?)\n\}", BICEP, re.S
+    )
+    assert len(secrets) == 3
+    assert all("attributes: secretAttributes" in body for body in secrets)
+    assert "exp: dateTimeToEpoch(dateTimeAdd(deployedAt" in BICEP
+
+
+def test_no_basic_publishing_credentials() -> None:
+    policies = re.findall(
+        r"basicPublishingCredentialsPolicies@[^']+' = \{\s*parent: app\s*name: '(\w+)'\s*"
+        r"properties: \{ allow: false \}",
+        BICEP,
+    )
+    assert sorted(policies) == ["ftp", "scm"]
+
+
+def test_key_vault_service_bus_event_hubs_and_the_app_send_diagnostics_to_the_workspace() -> None:
+    scopes = re.findall(
+        r"diagnosticSettings@[^']+' = [^{]*\{\s*name: [^\n]+\s*scope: (\w+)\s*"
+        r"properties: \{\s*workspaceId: logs\.id",
+        BICEP,
+    )
+    assert sorted(scopes) == ["app", "eventHubs", "serviceBus", "vault"]
+    vault = BICEP[BICEP.index("resource vaultAudit ") :].split("\n}\n", 1)[0]
+    assert "categoryGroup: 'audit', enabled: true" in vault
