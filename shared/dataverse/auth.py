@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from shared.errors import Unauthorized
+
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken
     from azure.core.credentials_async import AsyncTokenCredential
@@ -62,7 +64,19 @@ class BearerTokenAuth(httpx.Auth):
             if forced:
                 self._forced_at = now
             if stale or forced:
-                access = await self._credential.get_token(self._scope)
+                try:
+                    access = await self._credential.get_token(self._scope)
+                except Exception as error:
+                    # No managed identity, an expired login, Entra unreachable: a classified,
+                    # retryable error (the health check's `authentication`, a Retry for an
+                    # event), not a traceback from inside httpx.
+                    raise Unauthorized(
+                        None,
+                        "TokenUnavailable",
+                        f"could not get a token for Dataverse ({type(error).__name__}): check "
+                        "the managed identity (AZURE_CLIENT_ID) in Azure, or your Azure login",
+                        retryable=True,
+                    ) from None
                 self._token = access.token
                 self._expires_on = float(access.expires_on)
                 self.refreshes += 1

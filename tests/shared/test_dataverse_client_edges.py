@@ -164,3 +164,13 @@ async def test_a_batch_keeps_the_results_of_the_parts_it_could_read() -> None:
         batch.retrieve("accounts", uuid4())
         with pytest.raises(InvalidResponse):
             await batch.send()
+
+
+async def test_no_token_is_a_classified_retryable_error_not_a_credential_traceback() -> None:
+    from tests.shared.test_health import NoToken
+
+    async with emulated_client(DataverseEmulator(), issuer=NoToken()) as client:  # type: ignore[arg-type]
+        with pytest.raises(Unauthorized) as caught:
+            await client.create("accounts", {"name": "A"})
+    assert caught.value.code == "TokenUnavailable"
+    assert caught.value.retryable

@@ -148,3 +148,22 @@ async def test_each_check_is_logged_as_one_structured_line(
     records = [record for record in caplog.records if record.name == "dataverse.health"]
     assert len(records) == len(results)
     assert {record.health_check for record in records} >= {"authentication", "failed-jobs"}  # type: ignore[attr-defined]
+
+
+class NoToken:
+    """A credential that cannot get a token (no managed identity, an expired login)."""
+
+    async def get_token(self, *scopes: str, **_: object) -> object:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        raise ClientAuthenticationError("ManagedIdentityCredential: no identity endpoint")
+
+
+async def test_no_token_at_all_is_the_authentication_check_failing_not_a_traceback(
+    emulator: DataverseEmulator, spec: EnvironmentSpec
+) -> None:
+    async with emulated_client(emulator, issuer=NoToken()) as client:  # type: ignore[arg-type]
+        results = await run_checks(client, spec, since=SINCE)
+    assert failures(results) == [("authentication", "https://contoso-dev.crm.dynamics.com")]
+    assert "ClientAuthenticationError" in results[0].detail
+    assert "managed identity" in results[0].detail
