@@ -10,6 +10,16 @@ from shared import DataverseClient, Entity, RemoteExecutionContext, Router
 router = Router()
 audit = logging.getLogger("dataverse.audit")
 
+# A wide row's column list made one 950 KB line; log ingestion truncates or drops such lines.
+MAX_COLUMNS_LOGGED = 50
+
+
+def column_summary(columns: list[str]) -> str:
+    """The first MAX_COLUMNS_LOGGED column names, and how many more there were."""
+    shown = ", ".join(columns[:MAX_COLUMNS_LOGGED])
+    more = len(columns) - MAX_COLUMNS_LOGGED
+    return f"[{shown}]" + (f" and {more} more" if more > 0 else "")
+
 
 @router.on(entity="*", message="*")
 async def record_audit_line(context: RemoteExecutionContext, dataverse: DataverseClient) -> None:
@@ -22,5 +32,5 @@ async def record_audit_line(context: RemoteExecutionContext, dataverse: Datavers
         context.primary_entity_id,
         context.initiating_user_id,
         context.operation_created_on.isoformat(),
-        columns,
+        column_summary(columns),
     )

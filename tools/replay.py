@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.ERROR,
         format="    log  %(levelname)s %(name)s: %(message)s",
     )
+    missing = [str(path) for path in args.files if not path.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
     files = args.files or sorted(EXAMPLES.glob("*"))
     if not args.files:
         print(
