@@ -234,7 +234,7 @@ class Dispatcher:
         if not app_user:
             return None
         initiator = context.raw("InitiatingUserAzureActiveDirectoryObjectId")
-        if not (isinstance(initiator, str) and initiator.lower() == app_user.lower()):
+        if not (isinstance(initiator, str) and initiator.lower() == app_user):
             return None
         tag = self.settings.write_tag
         tagged = bool(tag) and _carries_tag(

@@ -99,7 +99,8 @@ class PreconditionFailed(DataverseError):
 
 
 class Throttled(DataverseError):
-    """429 whose Retry-After would outlast the call's time budget: give the message back."""
+    """429 whose pause would outlast what a call waits (`RetryPolicy.max_pause_seconds`): give
+    the message back."""
 
 
 class Unauthorized(DataverseError):

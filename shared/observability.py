@@ -26,9 +26,6 @@ FIELDS = (
     "handler",
 )
 
-# Process-wide: set once from LOG_ATTRIBUTE_VALUES (a context variable set at import would not
-# reach the worker's event-loop thread).
-_values_allowed = False
 
 logger = logging.getLogger("dataverse")
 
@@ -129,8 +126,7 @@ def current_fields() -> dict[str, str]:
 
 
 def allow_values(allowed: bool) -> None:
-    global _values_allowed
-    _values_allowed = allowed
+    """Set once from LOG_ATTRIBUTE_VALUES; the switch itself lives in shared.redaction."""
     redaction.allow_values(allowed)
     # Request URLs carry values: httpx's INFO lines only when values are allowed.
     logging.getLogger("httpx").setLevel(logging.INFO if allowed else logging.WARNING)
@@ -138,7 +134,7 @@ def allow_values(allowed: bool) -> None:
 
 def log_values(message: str, values: dict[str, Any]) -> None:
     """Log attribute values only when LOG_ATTRIBUTE_VALUES is on; otherwise their names."""
-    if _values_allowed:
+    if redaction.values_allowed():
         logger.info("%s: %s", message, values)
     else:
         logger.info("%s: columns %s (values hidden)", message, sorted(values))

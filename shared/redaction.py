@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+# Process-wide: set once from LOG_ATTRIBUTE_VALUES (a context variable set at import would not
+# reach the worker's event-loop thread).
 _values_allowed = False
 
 # 'it''s' style literals (OData doubles a quote inside one), and "..." for JSON-ish messages.

@@ -67,6 +67,11 @@ class Settings:
     subscription_name: str | None = None
     event_hub_name: str | None = None
 
+    def __post_init__(self) -> None:
+        # Compared with the lower-case ids Dataverse sends, on every event: normalised once.
+        if self.app_user_object_id:
+            object.__setattr__(self, "app_user_object_id", self.app_user_object_id.lower())
+
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -91,25 +96,24 @@ class Settings:
         if url is not None and not url.startswith(("https://", "http://")):
             raise SettingsError(f"DATAVERSE_URL must be an https:// URL, got {url!r}")
         organizations = text("ALLOWED_ORGANIZATIONS") or ""
+        in_azure = running_in_azure(env)
         return cls(
             dataverse_url=None if url is None else url.rstrip("/"),
             write_tag=text("DATAVERSE_WRITE_TAG") or DEFAULT_WRITE_TAG,
             call_budget_seconds=number("DATAVERSE_CALL_BUDGET_SECONDS", 45.0),
             max_concurrency=int(number("DATAVERSE_MAX_CONCURRENCY", 16)),
             managed_identity_client_id=text("AZURE_CLIENT_ID"),
-            in_azure=running_in_azure(env),
+            in_azure=in_azure,
             allowed_organizations=frozenset(
                 part.strip().lower() for part in organizations.split(",") if part.strip()
             ),
-            app_user_object_id=(text("APP_USER_OBJECT_ID") or "").lower() or None,
+            app_user_object_id=text("APP_USER_OBJECT_ID"),
             log_attribute_values=(text("LOG_ATTRIBUTE_VALUES") or "").lower()
             in ("1", "true", "yes"),
             storage_connection_string=_connection_string(text("AzureWebJobsStorage")),
             storage_account_name=text("AzureWebJobsStorage__accountName"),
             poison_container=text("POISON_CONTAINER") or "dataverse-poison",
-            idempotency_store=_store_kind(
-                text("IDEMPOTENCY_STORE"), in_azure=running_in_azure(env)
-            ),
+            idempotency_store=_store_kind(text("IDEMPOTENCY_STORE"), in_azure=in_azure),
             idempotency_table=text("IDEMPOTENCY_TABLE") or "dataverseidempotency",
             environment_name=text("DATAVERSE_ENVIRONMENT"),
             health_lookback_minutes=int(number("HEALTH_LOOKBACK_MINUTES", 20)),

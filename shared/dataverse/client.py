@@ -533,8 +533,9 @@ class DataverseClient:
             await self._sleep(delay)
 
     async def _wait_out_pause(self, deadline: float, method: str, path: str) -> None:
-        """Wait while the process is paused by a 429, or raise `Throttled` when the pause
-        outlasts this call's budget (the message then waits in the broker instead)."""
+        """Wait while the process is paused by a 429, or raise `Throttled` when the pause ends
+        past `deadline` (the call's start plus `max_pause_seconds`): the message then waits in
+        the broker instead."""
         wait = self._throttled_until - self._clock()
         if wait <= 0:
             return
