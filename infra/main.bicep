@@ -67,6 +67,20 @@ param secretLifetimeDays int = 180
 @description('Deployment time, for secret expiry (leave the default)')
 param deployedAt string = utcNow()
 
+// --- networking ----------------------------------------------------------------------------------
+
+@description('Private mode: the app joins a virtual network with one outbound address (a NAT gateway); storage and Key Vault take traffic only through private endpoints in it')
+param privateNetworking bool = false
+
+@description('Address space of the virtual network in private mode (two /24 subnets are cut from it)')
+param vnetAddressPrefix string = '10.40.0.0/16'
+
+@description('Public ranges (CIDR) that may still reach Key Vault in private mode: the deployment runners, which read the send key to register endpoints; empty: the virtual network only (self-hosted runners)')
+param deployerIpRanges array = []
+
+@description('Public ranges (CIDR) that may reach Service Bus and Event Hubs: Dataverse\'s outbound ranges for its region (service tag AzureCloud.<region>), plus in private mode the NAT address is added; empty: any address with a valid key or token')
+param brokerIpRanges array = []
+
 var storageName = take('st${replace(baseName, '-', '')}${uniqueString(resourceGroup().id)}', 24)
 var deploymentContainer = 'app-package'
 var poisonContainer = 'dataverse-poison'
@@ -75,7 +89,6 @@ var sendRuleName = 'dataverse-send'
 
 // Built-in role definitions (ids are the same in every tenant).
 var roles = {
-  serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
   serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   eventHubsDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -103,6 +116,14 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
+    // Public mode: Flex Consumption instances have no fixed outbound address, so the network
+    // cannot narrow who reaches storage; Entra ID with the roles below is the boundary. Private
+    // mode: only the private endpoints.
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: privateNetworking ? 'Deny' : 'Allow'
+      bypass: 'AzureServices'
+    }
   }
 }
 
@@ -157,6 +178,10 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
     Application_Type: 'web'
     WorkspaceResourceId: logs.id
     DisableLocalAuth: true
+    // Ingestion takes Entra tokens only (local auth off). Closing it to the public network needs
+    // an Azure Monitor Private Link Scope, which is shared by a whole network: left to the operator.
+    publicNetworkAccessForIngestion: 'Enabled'
+    publicNetworkAccessForQuery: 'Enabled'
   }
 }
 
@@ -169,6 +194,33 @@ resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   properties: {
     minimumTlsVersion: '1.2'
     disableLocalAuth: false // Dataverse service endpoints post with a SAS key
+    // Dataverse posts over the public network (private endpoints need Premium and Dataverse
+    // cannot use them), so public access stays on; brokerIpRanges narrows it to Dataverse's
+    // region and the app's NAT address.
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+// RootManageSharedAccessKey: Service Bus creates it with every namespace and no template can
+// remove it. Nothing here uses it, and its keys come only from listKeys, a control-plane action
+// of Owner or Contributor on the namespace, which this template grants nobody (the pipeline's
+// identity has it on the resource group: guard that identity). Rotate or delete it after the
+// first deployment where policy asks: az servicebus namespace authorization-rule delete
+// --name RootManageSharedAccessKey. The same holds for the Event Hubs namespace.
+
+// Brokers see Dataverse, the app and the operators' tools: the app's address is the NAT
+// gateway's in private mode, and unknown otherwise, so with brokerIpRanges set in public mode
+// the operator must list it too (or run private).
+var brokerAllowedRanges = concat(brokerIpRanges, privateNetworking ? [ natAddress.properties.ipAddress ] : [])
+
+resource serviceBusNetwork 'Microsoft.ServiceBus/namespaces/networkRuleSets@2022-10-01-preview' = {
+  parent: serviceBus
+  name: 'default'
+  properties: {
+    publicNetworkAccess: 'Enabled'
+    defaultAction: empty(brokerIpRanges) ? 'Allow' : 'Deny'
+    ipRules: map(brokerAllowedRanges, range => { ipMask: range, action: 'Allow' })
+    trustedServiceAccessEnabled: false // Dataverse is not a trusted service
   }
 }
 
@@ -241,6 +293,18 @@ resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = if (useEventHub)
   properties: {
     minimumTlsVersion: '1.2'
     disableLocalAuth: false // Dataverse posts to Event Hubs with SAS only
+    publicNetworkAccess: 'Enabled' // as Service Bus: Dataverse posts over the public network
+  }
+}
+
+resource eventHubsNetwork 'Microsoft.EventHub/namespaces/networkRuleSets@2024-01-01' = if (useEventHub) {
+  parent: eventHubs
+  name: 'default'
+  properties: {
+    publicNetworkAccess: 'Enabled'
+    defaultAction: empty(brokerIpRanges) ? 'Allow' : 'Deny'
+    ipRules: map(brokerAllowedRanges, range => { ipMask: range, action: 'Allow' })
+    trustedServiceAccessEnabled: false
   }
 }
 
@@ -278,6 +342,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     enablePurgeProtection: true
+    // Public mode: the pipeline's runners read the send key from addresses nobody can list, so
+    // access is by RBAC (one secret reader) and audited. Private mode: the private endpoint, and
+    // deployerIpRanges if runners are not inside the network.
+    publicNetworkAccess: privateNetworking && empty(deployerIpRanges) ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: privateNetworking ? 'Deny' : 'Allow'
+      bypass: 'AzureServices'
+      ipRules: map(deployerIpRanges, range => { value: range })
+    }
   }
 }
 
@@ -309,6 +382,92 @@ resource hubSendKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useEven
   }
 }
 
+// --- private mode: network, one outbound address, private endpoints for storage and Key Vault --
+
+var vnetName = 'vnet-${baseName}'
+
+resource natAddress 'Microsoft.Network/publicIPAddresses@2024-01-01' = if (privateNetworking) {
+  name: 'pip-${baseName}-nat'
+  location: location
+  sku: { name: 'Standard' }
+  properties: { publicIPAllocationMethod: 'Static' }
+}
+
+resource nat 'Microsoft.Network/natGateways@2024-01-01' = if (privateNetworking) {
+  name: 'ng-${baseName}'
+  location: location
+  sku: { name: 'Standard' }
+  properties: { publicIpAddresses: [ { id: natAddress.id } ] }
+}
+
+resource vnet 'Microsoft.Network/virtualNetworks@2024-01-01' = if (privateNetworking) {
+  name: vnetName
+  location: location
+  properties: {
+    addressSpace: { addressPrefixes: [ vnetAddressPrefix ] }
+    subnets: [
+      {
+        name: 'app'
+        properties: {
+          addressPrefix: cidrSubnet(vnetAddressPrefix, 24, 0)
+          delegations: [ { name: 'flex-consumption', properties: { serviceName: 'Microsoft.App/environments' } } ]
+          natGateway: { id: nat.id }
+        }
+      }
+      {
+        name: 'endpoints'
+        properties: {
+          addressPrefix: cidrSubnet(vnetAddressPrefix, 24, 1)
+          privateEndpointNetworkPolicies: 'Disabled'
+        }
+      }
+    ]
+  }
+}
+
+// Blob (host state, package, checkpoints, poison store) and Table (claims) are what the app
+// uses of storage; no queue endpoint is needed.
+var privateLinks = [
+  { name: 'blob', target: storage.id, group: 'blob', zone: 'privatelink.blob.${environment().suffixes.storage}' }
+  { name: 'table', target: storage.id, group: 'table', zone: 'privatelink.table.${environment().suffixes.storage}' }
+  { name: 'vault', target: vault.id, group: 'vault', zone: 'privatelink.vaultcore.azure.net' }
+]
+
+resource privateZones 'Microsoft.Network/privateDnsZones@2020-06-01' = [for link in privateLinks: if (privateNetworking) {
+  name: link.zone
+  location: 'global'
+}]
+
+resource privateZoneLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06-01' = [for (link, i) in privateLinks: if (privateNetworking) {
+  parent: privateZones[i]
+  name: vnetName
+  location: 'global'
+  properties: {
+    registrationEnabled: false
+    virtualNetwork: { id: vnet.id }
+  }
+}]
+
+resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-01-01' = [for link in privateLinks: if (privateNetworking) {
+  name: 'pe-${baseName}-${link.name}'
+  location: location
+  properties: {
+    subnet: { id: resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, 'endpoints') }
+    privateLinkServiceConnections: [
+      { name: link.name, properties: { privateLinkServiceId: link.target, groupIds: [ link.group ] } }
+    ]
+  }
+  dependsOn: [ vnet ]
+}]
+
+resource privateEndpointZones 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = [for (link, i) in privateLinks: if (privateNetworking) {
+  parent: privateEndpoints[i]
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [ { name: link.name, properties: { privateDnsZoneId: privateZones[i].id } } ]
+  }
+}]
+
 // --- the function app -------------------------------------------------------------------------
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -327,9 +486,14 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: { '${identity.id}': {} }
   }
+  // Private mode: the subnet and the storage endpoints exist before the app reads its package.
+  dependsOn: [ vnet, privateEndpointZones ]
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Flex Consumption integrates with a subnet delegated to Microsoft.App/environments; all
+    // outbound traffic then leaves through the network (and its NAT address).
+    virtualNetworkSubnetId: privateNetworking ? resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, 'app') : null
     functionAppConfig: {
       deployment: {
         storage: {
@@ -349,6 +513,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     }
     siteConfig: {
       minTlsVersion: '1.2'
+      // The app has no HTTP functions: its site refuses every request. The deployment endpoint
+      // (scm) stays reachable for the pipelines, which authenticate with Entra ID only (basic
+      // publishing credentials are off below).
+      ipSecurityRestrictionsDefaultAction: 'Deny'
+      scmIpSecurityRestrictionsUseMain: false
+      scmIpSecurityRestrictionsDefaultAction: 'Allow'
       appSettings: [
         // Host storage, identity-based.
         { name: 'AzureWebJobsStorage__accountName', value: storage.name }
@@ -450,23 +620,29 @@ resource appLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
 
 // --- role assignments: least privilege for the app identity -----------------------------------
 
-resource queueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(queue.id, identity.id, roles.serviceBusDataReceiver)
+// Service Bus triggers scale on the entity's message count, which the extension reads through
+// the administration API (GetQueueRuntimeProperties / GetSubscriptionRuntimeProperties). With
+// Data Receiver only, that read fails silently and scaling falls back to peeking, which lags a
+// backlog (Learn "Event-driven scaling", azure-functions-host#7921). Service Bus has no data
+// action narrower than Microsoft.ServiceBus/* for management reads, so the least role that
+// scales correctly is Data Owner, granted on the one entity the trigger reads and nowhere else.
+resource queueConsumer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, identity.id, roles.serviceBusDataOwner)
   scope: queue
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
   }
 }
 
-resource subscriptionReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useTopic) {
-  name: guid(resourceGroup().id, subscriptionName, identity.id, roles.serviceBusDataReceiver)
+resource subscriptionConsumer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useTopic) {
+  name: guid(resourceGroup().id, subscriptionName, identity.id, roles.serviceBusDataOwner)
   scope: subscription
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
   }
 }
 
@@ -481,6 +657,8 @@ resource hubReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (
 }
 
 // Host state, the deployment package, Event Hubs checkpoints and the poison store are blobs.
+// Account scope: the host creates its own containers (azure-webjobs-hosts, -secrets, the
+// Event Hubs checkpoint container), whose names it chooses.
 resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, identity.id, roles.storageBlobDataOwner)
   scope: storage
@@ -491,10 +669,11 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Idempotency claims and ordering watermarks.
+// Idempotency claims and ordering watermarks: this one table, which the template creates (the
+// app's create-if-missing is refused under this scope, and takes that as "it exists").
 resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, identity.id, roles.storageTableDataContributor)
-  scope: storage
+  name: guid(claimsTable.id, identity.id, roles.storageTableDataContributor)
+  scope: claimsTable
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
@@ -524,9 +703,22 @@ resource deployerReadsKey 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-resource operatorsManageDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorsPrincipalId)) {
-  name: guid(serviceBus.id, operatorsPrincipalId, roles.serviceBusDataOwner)
-  scope: serviceBus
+// Operators read dead-letter counts (tools.health, a management read), receive dead letters
+// and resubmit them (tools.deadletter): Data Owner on the queue, and on the topic (which holds
+// its subscriptions and takes the resubmissions). Not the namespace: other entities stay theirs.
+resource operatorsOnQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorsPrincipalId)) {
+  name: guid(queue.id, operatorsPrincipalId, roles.serviceBusDataOwner)
+  scope: queue
+  properties: {
+    principalId: operatorsPrincipalId
+    principalType: 'Group'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
+  }
+}
+
+resource operatorsOnTopic 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorsPrincipalId) && useTopic) {
+  name: guid(resourceGroup().id, topicName, operatorsPrincipalId, roles.serviceBusDataOwner)
+  scope: topic
   properties: {
     principalId: operatorsPrincipalId
     principalType: 'Group'
@@ -540,3 +732,5 @@ output storageAccountName string = storage.name
 output serviceBusNamespace string = serviceBus.name
 output keyVaultName string = vault.name
 output identityClientId string = identity.properties.clientId
+@description('The app\'s one outbound address in private mode (empty otherwise): list it where Dataverse or a partner filters by address')
+output outboundAddress string = privateNetworking ? natAddress.properties.ipAddress : ''

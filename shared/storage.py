@@ -4,7 +4,6 @@ managed identity in Azure (identity-based AzureWebJobsStorage)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -50,8 +49,10 @@ def table_client(settings: Settings, table_name: str) -> TableClient:
 
 class CreateOnce:
     """Creates a table or container the first time this process needs it. The infrastructure
-    has usually made it already, so "already exists" is success; the lock turns the concurrent
-    first calls of a cold start into one request."""
+    has usually made it already, so "already exists" is success, and so is a 403: the Bicep
+    grants the table role on the one table it creates, a scope that may not create tables (if
+    the table were really missing, the first read or write says so). The lock turns the
+    concurrent first calls of a cold start into one request."""
 
     def __init__(self, create: Callable[[], Awaitable[object]]) -> None:
         self._create = create
@@ -61,10 +62,15 @@ class CreateOnce:
     async def __call__(self) -> None:
         if self._done:
             return
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         async with self._lock:
             if not self._done:  # another task may have created it while this one waited
-                with contextlib.suppress(ResourceExistsError):
+                try:
                     await self._create()
+                except ResourceExistsError:
+                    pass
+                except HttpResponseError as error:
+                    if error.status_code != 403:
+                        raise
                 self._done = True

@@ -99,7 +99,7 @@ def role_assignments() -> list[dict[str, str]]:
     found = []
     for match in re.finditer(
         r"resource (\w+) 'Microsoft\.Authorization/roleAssignments@[^']+' = "
-        r"(?:if \([^)]*\) )?\{(.*?)\n\}",
+        r"(?:if \([^\n]*\) )?\{(.*?)\n\}",
         BICEP,
         re.S,
     ):
@@ -122,11 +122,13 @@ def test_the_app_identity_has_exactly_the_roles_its_triggers_and_stores_need() -
         if assignment["principal"] == "identity.properties.principalId"
     }
     assert app_roles == {
-        ("queue", "serviceBusDataReceiver"),  # the queue trigger
-        ("subscription", "serviceBusDataReceiver"),  # the topic trigger
+        # the queue and topic triggers: receive, and the management read that target-based
+        # scaling needs, on the one entity each reads
+        ("queue", "serviceBusDataOwner"),
+        ("subscription", "serviceBusDataOwner"),
         ("hub", "eventHubsDataReceiver"),  # the Event Hub trigger
         ("storage", "storageBlobDataOwner"),  # host state, checkpoints, package, poison store
-        ("storage", "storageTableDataContributor"),  # idempotency claims and watermarks
+        ("claimsTable", "storageTableDataContributor"),  # idempotency claims and watermarks
         ("insights", "monitoringMetricsPublisher"),  # telemetry with Entra authentication
     }
     source = (ROOT / "function_app.py").read_text()
@@ -137,7 +139,8 @@ def test_the_app_identity_has_exactly_the_roles_its_triggers_and_stores_need() -
 
 def test_role_ids_are_the_built_in_definitions() -> None:
     ids = dict(re.findall(r"\n  (\w+): '([0-9a-f-]{36})'", BICEP))
-    assert ids["serviceBusDataReceiver"] == "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
+    assert ids["serviceBusDataOwner"] == "090c5cfd-751d-490a-894a-3ce6f1109419"
+    assert ids["storageTableDataContributor"] == "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
     assert ids["storageBlobDataOwner"] == "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
     assert {assignment["role"] for assignment in role_assignments()} <= set(ids)
 
@@ -315,3 +318,93 @@ def test_key_vault_service_bus_event_hubs_and_the_app_send_diagnostics_to_the_wo
     assert sorted(scopes) == ["app", "eventHubs", "serviceBus", "vault"]
     vault = BICEP[BICEP.index("resource vaultAudit ") :].split("\n}\n", 1)[0]
     assert "categoryGroup: 'audit', enabled: true" in vault
+
+
+def resource(name: str) -> str:
+    """The text of one resource declaration, up to its closing brace."""
+    start = BICEP.index(f"\nresource {name} ")
+    return BICEP[start + 1 :].split("\n}", 1)[0]
+
+
+def test_no_principal_holds_a_role_on_a_whole_namespace() -> None:
+    # Operators and the app get Service Bus roles on their entities only: other queues and
+    # topics in the namespace stay out of reach.
+    scopes = {assignment["scope"] for assignment in role_assignments()}
+    assert not scopes & {"serviceBus", "eventHubs"}, scopes
+    operators = {
+        (assignment["scope"], assignment["role"])
+        for assignment in role_assignments()
+        if assignment["principal"] == "operatorsPrincipalId"
+    }
+    assert operators == {("queue", "serviceBusDataOwner"), ("topic", "serviceBusDataOwner")}
+
+
+def test_the_scaling_role_is_justified_beside_it() -> None:
+    before = BICEP[: BICEP.index("\nresource queueConsumer ")]
+    comment = before[before.rindex("\n\n") :]
+    assert "GetQueueRuntimeProperties" in comment
+    assert "Data Receiver only" in comment
+
+
+def test_storage_and_key_vault_close_to_the_public_network_in_private_mode() -> None:
+    storage = resource("storage")
+    assert "publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'" in storage
+    assert "defaultAction: privateNetworking ? 'Deny' : 'Allow'" in storage
+    vault = resource("vault")
+    assert (
+        "publicNetworkAccess: privateNetworking && empty(deployerIpRanges) ? 'Disabled' : 'Enabled'"
+        in vault
+    )
+    assert "defaultAction: privateNetworking ? 'Deny' : 'Allow'" in vault
+    assert "ipRules: map(deployerIpRanges" in vault
+    # each closes only where the private endpoints exist
+    links = BICEP[BICEP.index("var privateLinks = [") :].split("\n]", 1)[0]
+    assert re.findall(r"group: '(\w+)'", links) == ["blob", "table", "vault"]
+    for name in ("privateZones", "privateZoneLinks", "privateEndpoints", "privateEndpointZones"):
+        assert "if (privateNetworking)" in resource(name).splitlines()[0]
+
+
+def test_private_mode_integrates_the_app_with_one_outbound_address() -> None:
+    vnet = resource("vnet")
+    assert "serviceName: 'Microsoft.App/environments'" in vnet  # Flex Consumption's delegation
+    assert "natGateway: { id: nat.id }" in vnet
+    app = resource("app")
+    assert "virtualNetworkSubnetId: privateNetworking ?" in app
+    assert "dependsOn: [ vnet, privateEndpointZones ]" in app
+    assert "output outboundAddress string = privateNetworking ? natAddress" in BICEP
+
+
+def test_the_site_refuses_requests_and_deploys_through_entra_only() -> None:
+    app = resource("app")
+    assert "ipSecurityRestrictionsDefaultAction: 'Deny'" in app
+    assert "scmIpSecurityRestrictionsUseMain: false" in app
+    source = (ROOT / "function_app.py").read_text()
+    assert "http_trigger" not in source
+    assert ".route(" not in source
+
+
+def test_brokers_state_their_public_access_and_take_an_address_allow_list() -> None:
+    brokers = (("serviceBus", "serviceBusNetwork"), ("eventHubs", "eventHubsNetwork"))
+    for namespace, rules in brokers:
+        assert "publicNetworkAccess: 'Enabled'" in resource(namespace)
+        body = resource(rules)
+        assert "defaultAction: empty(brokerIpRanges) ? 'Allow' : 'Deny'" in body
+        assert "ipRules: map(brokerAllowedRanges" in body
+        assert "trustedServiceAccessEnabled: false" in body
+    assert "Dataverse posts over the public network" in resource("serviceBus")
+    assert "natAddress.properties.ipAddress" in BICEP[BICEP.index("var brokerAllowedRanges") :]
+
+
+def test_the_root_key_and_telemetry_ingestion_are_justified() -> None:
+    root = BICEP[BICEP.index("// RootManageSharedAccessKey") :].split("\n\n", 1)[0]
+    assert "listKeys" in root
+    assert "grants nobody" in root
+    insights = resource("insights")
+    assert "publicNetworkAccessForIngestion: 'Enabled'" in insights
+    assert "Private Link Scope" in insights
+
+
+def test_the_table_role_is_scoped_to_the_table_the_template_creates() -> None:
+    table = resource("tableContributor")
+    assert "scope: claimsTable" in table
+    assert "name: idempotencyTable" in resource("claimsTable")

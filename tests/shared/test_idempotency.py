@@ -262,3 +262,33 @@ async def test_a_context_without_operation_created_on_never_writes_a_date_before
     if isinstance(store, TableIdempotencyStore):
         entity = await store._table.get_entity("order|contact|1", "h")
         assert entity["WatermarkOn"].year >= 1601
+
+
+async def test_creating_the_table_under_a_table_scoped_role_is_taken_as_it_exists() -> None:
+    # The Bicep grants Table Data Contributor on the one table it creates; creating tables is
+    # then refused with 403, which must not fail the first claim of every cold start.
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.storage import CreateOnce
+
+    calls = 0
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        error = HttpResponseError(message="AuthorizationPermissionMismatch")
+        error.status_code = 403
+        raise error
+
+    create = CreateOnce(refused)
+    await create()
+    await create()
+    assert calls == 1
+
+    async def broken() -> None:
+        error = HttpResponseError(message="ServerBusy")
+        error.status_code = 503
+        raise error
+
+    with pytest.raises(HttpResponseError):
+        await CreateOnce(broken)()
