@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.context import parse_context
+from shared.context.binary_reader import MAX_ARRAY_ITEMS
 from shared.errors import InvalidMessage
 from tests.conftest import CONTEXTS
 
@@ -139,3 +140,103 @@ def test_hostile_binary_lengths_allocate_nothing_large() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 8 * 1024 * 1024
+
+
+# --- encodings and Array records, with memory bounded by the body ------------------------------
+
+XML_TEXTS = [path.read_text("utf-8") for path in sorted(CONTEXTS.glob("*.xml"))]
+ENCODINGS = ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+# The decoders' stated bound: peak traced memory while decoding is at most this many bytes per
+# byte of body (the fixtures measure 7-18) plus a fixed allowance, and for .NET binary a fixed
+# cost per Array item, whose count per body is bounded (MAX_ARRAY_ITEMS). What expands (an
+# entity, an array of a million booleans) breaks it at once.
+BYTES_PER_BODY_BYTE = 32
+FIXED_ALLOWANCE = 256 * 1024
+BYTES_PER_ARRAY_ITEM = 200
+
+
+def decode_within_memory(body: bytes, content_type: str | None, allowance: int) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        decode_fully(body, content_type)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= BYTES_PER_BODY_BYTE * len(body) + allowance, (peak, len(body))
+
+
+def reencoded(text: str, encoding: str, prolog: str = "") -> bytes:
+    """The context in `encoding`, with a declaration naming it and an optional DTD after it."""
+    declared = "-".join(encoding.split("-")[:2])  # utf-16-le is declared utf-16
+    return (f'<?xml version="1.0" encoding="{declared}"?>' + prolog + text).encode(encoding)
+
+
+# Nested internal entities: 64 x 32 x 32 = 64 Ki characters per reference of &c;.
+ENTITIES = (
+    '<!DOCTYPE a [<!ENTITY a "' + "x" * 64 + '">'
+    '<!ENTITY b "' + "&a;" * 32 + '"><!ENTITY c "' + "&b;" * 32 + '">]>'
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(XML_TEXTS), st.sampled_from(ENCODINGS), st.data())
+def test_xml_in_wide_encodings_decodes_or_refuses_within_memory(
+    text: str, encoding: str, data: st.DataObject
+) -> None:
+    prolog = ""
+    if data.draw(st.booleans(), label="entity bomb"):
+        prolog = ENTITIES
+        references = "&c;" * data.draw(st.integers(1, 64))
+        text = text.replace("</MessageName>", references + "</MessageName>", 1)
+    body = reencoded(text, encoding, prolog)
+    if data.draw(st.booleans(), label="mutated"):
+        body = mutate(body, data, steps=4)
+    content_type = data.draw(st.sampled_from([None, "application/xml"]))
+    decode_within_memory(body, content_type, FIXED_ALLOWANCE)
+
+
+ARRAY_ITEM_SIZES = {0xB5: 1, 0x8B: 2, 0x8D: 4, 0x8F: 8, 0x91: 4, 0x93: 8, 0x97: 8, 0xAF: 8}
+
+
+def mb31(value: int) -> bytes:
+    encoded = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        encoded.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(encoded)
+
+
+@st.composite
+def array_records(draw: st.DrawFn) -> bytes:
+    """One Array record (a short element, EndElement, a value type, a count, the values), most
+    of them booleans, the type that expands most per byte of body."""
+    kind = draw(st.sampled_from([0xB5, 0xB5, 0xB5, *ARRAY_ITEM_SIZES]))
+    count = draw(st.integers(0, 400_000))
+    return (
+        b"\x03\x40\x01v\x01"
+        + bytes([kind])
+        + mb31(count)
+        + b"\x00" * (count * ARRAY_ITEM_SIZES[kind])
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([None, *BINARY]), st.lists(array_records(), min_size=1, max_size=3), st.data()
+)
+def test_binary_with_array_records_decodes_or_refuses_within_memory(
+    body: bytes | None, arrays: list[bytes], data: st.DataObject
+) -> None:
+    if body is None:  # arrays in a root element: the structure is valid, only the size bites
+        spliced = b"\x40\x01r" + b"".join(arrays) + b"\x01"
+    else:  # arrays anywhere in a real context, where most land mid-record
+        buffer = bytearray(body)
+        for array in arrays:
+            position = data.draw(st.integers(0, len(buffer)))
+            buffer[position:position] = array
+        spliced = bytes(buffer)
+    allowance = FIXED_ALLOWANCE + BYTES_PER_ARRAY_ITEM * MAX_ARRAY_ITEMS
+    decode_within_memory(spliced, "application/msbin1", allowance)
