@@ -68,6 +68,8 @@ class StepSpec:
     rank: int = 1
     filtering_attributes: tuple[str, ...] = ()
     images: tuple[ImageSpec, ...] = ()
+    source: str = "file"  # "routes": derived from the handlers (shared/steps.py)
+    routes: tuple[str, ...] = ()  # the handlers a derived step feeds
 
     def name(self, endpoint: str) -> str:
         """The step's name in Dataverse: how plan, apply and the health monitor find it."""
@@ -86,6 +88,7 @@ class EndpointSpec:
     sas_key_env: str | None = None
     sas_key_vault: str | None = None  # "<vault name>/<secret name>", or the secret's URL
     steps: tuple[StepSpec, ...] = ()
+    derive_steps: bool = False  # takes the steps derived from the routes (when several)
 
     @property
     def namespace_address(self) -> str:
@@ -114,9 +117,15 @@ class EnvironmentSpec:
     dataverse_url: str
     solution: str | None = None
     endpoints: tuple[EndpointSpec, ...] = field(default_factory=tuple)
+    exclude_routes: tuple[str, ...] = ()  # handlers not fed in this environment
+    routes: tuple[Any, ...] = ()  # the routes its steps were derived from (shared.routing.Route)
 
 
-def load_environment(name: str, directory: Path | None = None) -> EnvironmentSpec:
+def load_environment(
+    name: str, directory: Path | None = None, *, handlers: str | None = "handlers"
+) -> EnvironmentSpec:
+    """The environment file, with the steps the routes of `handlers` need (None: the file's
+    steps only)."""
     path = (directory or ENVIRONMENTS) / f"{name}.toml"
     if not path.exists():
         raise SpecError(f"no environment file {path}")
@@ -124,7 +133,13 @@ def load_environment(name: str, directory: Path | None = None) -> EnvironmentSpe
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: {error}") from None
-    return parse_environment(name, document, where=str(path))
+    spec = parse_environment(name, document, where=str(path))
+    if handlers is None:
+        return spec
+    from shared.routing import discover
+    from shared.steps import with_routes
+
+    return with_routes(spec, discover(handlers).routes)
 
 
 def parse_environment(name: str, document: Mapping[str, Any], where: str = "") -> EnvironmentSpec:
@@ -192,9 +207,11 @@ def parse_environment(name: str, document: Mapping[str, Any], where: str = "") -
                 sas_key_env=raw.get("sas_key_env"),
                 sas_key_vault=raw.get("sas_key_vault"),
                 steps=tuple(steps),
+                derive_steps=bool(raw.get("derive_steps", False)),
             )
         )
     names = [endpoint.name for endpoint in endpoints]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: endpoint names must be unique")
-    return EnvironmentSpec(name, url, document.get("solution"), tuple(endpoints))
+    excluded = tuple(str(route) for route in document.get("exclude_routes", []))
+    return EnvironmentSpec(name, url, document.get("solution"), tuple(endpoints), excluded)

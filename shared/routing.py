@@ -7,8 +7,13 @@ A handler module declares `router = Router()` and decorates `async def` handlers
 
 `discover(handlers)` imports every module of the package at indexing time and merges their
 routers, so a broken handler fails the deployment instead of silently dropping events.
-Mistakes fail at import: a handler that is not `async def`, or the same handler registered
-twice for the same key.
+Mistakes fail at import, where Dataverse would only stay silent: a table, message, stage or
+column it would never post (checked against shared/sdk_names.py and tables.toml, with a "did you
+mean"), a handler that is not `async def` or takes its arguments swapped, a module without a
+router, a folder of modules without `__init__.py`, the same handler registered twice.
+
+A route also says which columns it reads from images (`pre_image=["telephone1"]`), so
+tools.endpoints can derive the steps and images Dataverse needs to post it (shared/steps.py).
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ import inspect
 import pkgutil
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from shared.context import Entity, RemoteExecutionContext
+from shared.sdk_names import RouteError, check_message, check_stage, check_table, suggestion
+from shared.tables import TableSpec, project_tables
 
 Handler = Callable[..., Awaitable[None]]
 ANY = "*"
+# pre_image="*" / post_image="*": the image carries every column.
+ALL_COLUMNS: frozenset[str] = frozenset({ANY})
+PRE_IMAGE = "PreImage"  # the names the derived steps give their images
+POST_IMAGE = "PostImage"
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,8 @@ class Route:
     wants_event: bool  # the handler takes (context, dataverse, event)
     ordered: bool  # skip events older than the last one applied to the same row
     order: int  # registration order across all routers
+    pre_image: frozenset[str] | None = None  # columns read from the PreImage; ALL_COLUMNS
+    post_image: frozenset[str] | None = None  # columns read from the PostImage
 
     def accepts_target(self, context: RemoteExecutionContext) -> bool:
         if self.attributes is None:
@@ -73,17 +87,35 @@ class Router:
         stage: int | None = None,
         attributes: Iterable[str] | None = None,
         ordered: bool = False,
+        pre_image: Iterable[str] | str | None = None,
+        post_image: Iterable[str] | str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler; returns it unchanged, so it can be tested by calling it.
 
-        `entity` and `message` match case-insensitively, `"*"` matches anything. `stage`
-        (10, 20, 40) narrows to one pipeline stage. `attributes` runs the handler only when the
-        Target carries at least one of these columns. `ordered=True` skips an event older than
-        the last one applied to the same row (see the Delivery guarantees in the README).
+        `entity` (a table's logical name) and `message` match case-insensitively, `"*"` matches
+        anything. `stage` (10, 20, 40) narrows to one pipeline stage. `attributes` runs the
+        handler only when the Target carries at least one of these columns (and becomes the
+        step's filtering attributes). `pre_image` / `post_image` name the columns the handler
+        reads from `context.pre_entity_images["PreImage"]` / `post_entity_images["PostImage"]`
+        (`"*"`: every column). `ordered=True` skips an event older than the last one applied
+        to the same row (see the Delivery guarantees in the README).
         """
         if isinstance(attributes, str):
             raise TypeError("attributes takes a list of column names, not one string")
-        columns = None if attributes is None else frozenset(name.lower() for name in attributes)
+        tables = project_tables()
+        if entity != ANY:
+            entity = check_table(entity, frozenset(tables))
+        if message != ANY:
+            message = check_message(message)
+        check_stage(stage)
+        spec = tables.get(entity.lower())
+        columns = None if attributes is None else _columns(attributes, spec, "attributes")
+        before = _image(pre_image, spec, "pre_image")
+        after = _image(post_image, spec, "post_image")
+        if before is not None and message.lower() == "create":
+            raise RouteError("a Create has no pre image: the row did not exist before it")
+        if after is not None and message.lower() == "delete":
+            raise RouteError("a Delete has no post image: the row is gone after it")
 
         def register(handler: Handler) -> Handler:
             if not inspect.iscoroutinefunction(handler):
@@ -101,6 +133,8 @@ class Router:
                 wants_event=_takes_event(handler),
                 ordered=ordered,
                 order=_next_order(),
+                pre_image=before,
+                post_image=after,
             )
             self._add(route)
             return handler
@@ -149,6 +183,32 @@ class Router:
         return found
 
 
+def _columns(names: Iterable[str], spec: TableSpec | None, argument: str) -> frozenset[str]:
+    """Lower-cased column names, each checked against the table when tables.toml lists its
+    columns: `telephone` on contact is refused with "did you mean 'telephone1'?"."""
+    columns = frozenset(name.lower() for name in names)
+    known = spec.all_columns if spec is not None else None
+    if known is not None:
+        for column in sorted(columns - known - ALL_COLUMNS):
+            raise RouteError(
+                f"{argument}: {spec.logical_name} has no column {column!r}"  # type: ignore[union-attr]
+                f"{suggestion(column, known)} (tables.toml lists its columns)"
+            )
+    return columns
+
+
+def _image(
+    names: Iterable[str] | str | None, spec: TableSpec | None, argument: str
+) -> frozenset[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        if names != ANY:
+            raise TypeError(f'{argument} takes a list of column names, or "*" for every column')
+        return ALL_COLUMNS
+    return _columns(names, spec, argument)
+
+
 def _name_of(handler: Callable[..., Any]) -> str:
     return f"{handler.__module__}.{handler.__qualname__}"
 
@@ -163,30 +223,62 @@ def _takes_event(handler: Callable[..., Any]) -> bool:
         raise TypeError(
             f"{_name_of(handler)} must take (context, dataverse) or (context, dataverse, event)"
         )
+    # Annotations are strings under `from __future__ import annotations`: read them as text.
+    first, second = (str(parameter.annotation) for parameter in parameters[:2])
+    if "DataverseClient" in first or "RemoteExecutionContext" in second:
+        raise TypeError(
+            f"{_name_of(handler)} takes its arguments swapped: the order is "
+            "(context: RemoteExecutionContext, dataverse: DataverseClient)"
+        )
     return len(parameters) == 3
 
 
 def discover(package: ModuleType | str) -> Router:
-    """Import every module of `package` (e.g. `handlers`) and merge their routers.
+    """Import every module of `package` (e.g. `handlers`), sub-packages included, and merge
+    their routers.
 
-    Each module must define `router = Router()`; an import error or a missing router raises,
-    naming the module, so the app fails to index rather than running without a handler."""
+    Each module must define `router = Router()`; modules and packages whose names start with
+    `_` are helpers and are skipped. An import error, a missing router or a folder of modules
+    without `__init__.py` (which Python would import as nothing) raises, naming the module, so
+    the app fails to index rather than running without a handler."""
     if isinstance(package, str):
         package = importlib.import_module(package)
-    merged = Router()
     paths = getattr(package, "__path__", None)
     if paths is None:
         raise TypeError(f"{package.__name__} is not a package")
+    merged = Router()
+    _discover_into(merged, package.__name__, list(paths))
+    return merged
+
+
+def _discover_into(merged: Router, package: str, paths: list[str]) -> None:
+    for folder in paths:
+        for child in sorted(Path(folder).iterdir()):
+            if (
+                child.is_dir()
+                and not child.name.startswith(("_", "."))
+                and not (child / "__init__.py").exists()
+                and any(child.glob("*.py"))
+            ):
+                raise TypeError(
+                    f"{child} holds handler modules but no __init__.py, so they would never be "
+                    "imported: add an empty __init__.py (or start the folder's name with _)"
+                )
     for info in sorted(pkgutil.iter_modules(paths), key=lambda info: info.name):
         if info.name.startswith("_"):
             continue
-        name = f"{package.__name__}.{info.name}"
+        name = f"{package}.{info.name}"
         try:
             module = importlib.import_module(name)
         except Exception as error:
             raise ImportError(f"handler module {name} failed to import: {error!r}") from error
+        if info.ispkg:
+            _discover_into(merged, name, list(module.__path__))
+            continue
         router = getattr(module, "router", None)
         if not isinstance(router, Router):
-            raise TypeError(f"{name} must define router = Router()")
+            raise TypeError(
+                f"{name} must define router = Router(); a helper module's name starts with _ "
+                f"(e.g. {package.replace('.', '/')}/_{info.name}.py) and is not discovered"
+            )
         merged.include(router)
-    return merged

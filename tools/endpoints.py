@@ -1,7 +1,13 @@
 """Service endpoints and steps as code: make Dataverse match infra/environments/<env>.toml.
 
+    python -m tools.endpoints steps --env dev     # the steps the handlers need, as JSON; offline
     python -m tools.endpoints plan  --env dev     # what would change; changes nothing
     python -m tools.endpoints apply --env dev     # create or update, idempotently
+
+The steps are derived from the handlers' routes (shared/steps.py) and merged with the
+environment file's: a step the file declares for the same table, message and stage overrides
+the derived one, and the file adds steps of its own. `steps` needs no credentials and exits 1
+when a route would receive no events, or less than it reads, from those steps.
 
 One routine does both (plan is apply without the writes), so they cannot disagree. It creates or
 updates `serviceendpoints`, `sdkmessageprocessingsteps` and `sdkmessageprocessingstepimages`,
@@ -20,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -35,6 +42,7 @@ from shared.dataverse import DataverseClient, RequestOptions, create_client
 from shared.dataverse.addressing import literal
 from shared.registration import (
     IMAGE_TYPES,
+    MODES,
     EndpointSpec,
     EnvironmentSpec,
     SpecError,
@@ -42,6 +50,7 @@ from shared.registration import (
     load_environment,
 )
 from shared.settings import Settings
+from shared.steps import uncovered
 
 KeySource = Callable[[EndpointSpec], Awaitable[str]]
 
@@ -348,17 +357,91 @@ async def reconcile(
     ).run()
 
 
+def step_rows(spec: EnvironmentSpec) -> list[dict[str, Any]]:
+    """Every step of the environment as the `steps` command prints it."""
+    modes = {number: name for name, number in MODES.items()}
+    rows = []
+    for endpoint in spec.endpoints:
+        for step in endpoint.steps:
+
+            def columns(kinds: set[str], step: StepSpec = step) -> list[str]:
+                found: set[str] = set()
+                for image in step.images:
+                    if image.type in kinds:
+                        found.update(image.attributes or ["*"])
+                return sorted(found)
+
+            rows.append(
+                {
+                    "table": step.entity,
+                    "message": step.message,
+                    "stage": step.stage,
+                    "mode": modes.get(step.mode, step.mode),
+                    "filtering_attributes": list(step.filtering_attributes),
+                    "pre_image": columns({"pre", "both"}),
+                    "post_image": columns({"post", "both"}),
+                    "images": [
+                        {"name": i.name, "type": i.type, "attributes": list(i.attributes)}
+                        for i in step.images
+                    ],
+                    "endpoint": endpoint.name,
+                    "source": step.source,
+                    "routes": list(step.routes),
+                    "name": step.name(endpoint.name),
+                }
+            )
+    return rows
+
+
+def print_steps(spec: EnvironmentSpec) -> int:
+    print(json.dumps(step_rows(spec), indent=2))
+    steps = [step for endpoint in spec.endpoints for step in endpoint.steps]
+    problems = uncovered(spec.routes, steps)
+    for problem in problems:
+        print(f"uncovered: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Service endpoints and steps as code.")
-    parser.add_argument("command", choices=["plan", "apply"])
-    parser.add_argument("--env", required=True, help="infra/environments/<env>.toml")
-    parser.add_argument("--allow-binary", action="store_true")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.endpoints",
+        description="Service endpoints and steps as code: derive, plan and apply the steps an "
+        "environment needs.",
+    )
+    parser.add_argument(
+        "command",
+        choices=["steps", "plan", "apply"],
+        help="steps: print the steps as JSON, offline; plan: what apply would change; "
+        "apply: make Dataverse match",
+    )
+    parser.add_argument(
+        "--env", required=True, help="environment name: reads infra/environments/<env>.toml"
+    )
+    parser.add_argument(
+        "--allow-binary",
+        action="store_true",
+        help="register endpoints whose message_format is binary (refused by default)",
+    )
+    parser.add_argument(
+        "--dataverse-url",
+        help="reconcile this Dataverse instead of the file's dataverse_url (e.g. a local "
+        "emulator, http://127.0.0.1:<port>, which needs no login)",
+    )
+    parser.add_argument(
+        "--handlers",
+        default="handlers",
+        help="the package whose routes the steps are derived from (default: handlers)",
+    )
     args = parser.parse_args(argv)
     try:
-        spec = load_environment(args.env)
+        spec = load_environment(args.env, handlers=args.handlers)
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.command == "steps":
+        return print_steps(spec)
+    if args.dataverse_url:
+        spec = replace(spec, dataverse_url=args.dataverse_url.rstrip("/"))
 
     async def run() -> Report:
         async with create_client(Settings(dataverse_url=spec.dataverse_url)) as client:
