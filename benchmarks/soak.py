@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
+import os
 import random
 import socket
 import subprocess
@@ -87,7 +89,6 @@ from .soak_model import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-AZURITE = "UseDevelopmentStorage=true"
 EFFECTS = uuid5(UUID(int=0), "soak-effects")
 
 FAULTS = (
@@ -173,45 +174,55 @@ def soak_router(
     return router
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for probe in sockets:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
 
 
 @contextmanager
-def azurite_running() -> Iterator[None]:
-    """Use the Azurite that is listening, or start the project's own (npm ci installs it)."""
-    if _listening(10002):
-        yield
+def azurite_running() -> Iterator[str]:
+    """The connection string of the Azurite scripts/test started (AZURITE_CONNECTION_STRING),
+    or of one started here on free ports with a key made for this run (npm ci installs it);
+    never whatever listens on Azurite's usual ports."""
+    if os.environ.get("AZURITE_CONNECTION_STRING"):
+        yield os.environ["AZURITE_CONNECTION_STRING"]
         return
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise SystemExit("Azurite is not installed: run `npm ci` in the repository first")
+    blob, queue, table = _free_ports(3)
+    key = base64.b64encode(os.urandom(64)).decode()
     process = subprocess.Popen(
-        [
-            str(binary),
-            "--silent",
-            "--inMemoryPersistence",
-            "--disableTelemetry",
-            "--skipApiVersionCheck",
-            "--blobHost",
-            "127.0.0.1",
-            "--queueHost",
-            "127.0.0.1",
-            "--tableHost",
-            "127.0.0.1",
-        ],
+        [str(binary), "--silent", "--inMemoryPersistence", "--disableTelemetry",
+         "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(blob),
+         "--queueHost", "127.0.0.1", "--queuePort", str(queue),
+         "--tableHost", "127.0.0.1", "--tablePort", str(table)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "AZURITE_ACCOUNTS": f"devstoreaccount1:{key}"},
+    )  # fmt: skip
+    endpoints = ";".join(
+        f"{kind}Endpoint=http://127.0.0.1:{port}/devstoreaccount1"
+        for kind, port in (("Blob", blob), ("Queue", queue), ("Table", table))
     )
     try:
         deadline = time.monotonic() + 20
-        while not _listening(10002):
-            if time.monotonic() > deadline:
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", table)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
                 raise SystemExit("Azurite did not start")
             time.sleep(0.1)
-        yield
+        yield (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={key};{endpoints}"
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -258,7 +269,10 @@ async def soak(
     crash_rate: float = 0.02,
     duplicates: float = 0.20,
     reordered: float = 0.10,
+    storage: str | None = None,
 ) -> SoakResult:
+    """`storage`: the Azurite connection string (default: AZURITE_CONNECTION_STRING)."""
+    storage = storage or os.environ["AZURITE_CONNECTION_STRING"]
     rng = random.Random(seed)
     clock = ScaledTime(time_scale)
     ledger = Ledger()
@@ -283,7 +297,7 @@ async def soak(
     async def run_instance(instance: Instance) -> None:
         skew = 120.0 if "clock-skew" in faults and instance.number == 0 else 0.0
         store = LedgerStore(
-            TableClient.from_connection_string(AZURITE, table_name=table),
+            TableClient.from_connection_string(storage, table_name=table),
             ledger,
             rng,
             0.05 if "complete-errors" in faults else 0.0,
@@ -387,7 +401,7 @@ async def soak(
     behind = sum(1 for row, sequence in newest.items() if latest.get(row) != sequence)
     for resource in resources:
         await resource.close() if hasattr(resource, "close") else await resource.aclose()
-    cleanup = TableClient.from_connection_string(AZURITE, table_name=table)
+    cleanup = TableClient.from_connection_string(storage, table_name=table)
     await cleanup.delete_table()
     await cleanup.close()
     if broker.broker_dead_letters:
@@ -490,7 +504,7 @@ def main() -> None:
         parser.error(str(error))
     # The handlers crash on purpose, hundreds of times; their stack traces would drown the table.
     logging.disable(logging.CRITICAL)
-    with azurite_running():
+    with azurite_running() as storage:
         result = asyncio.run(
             soak(
                 args.events,
@@ -500,6 +514,7 @@ def main() -> None:
                 faults=faults,
                 concurrency=args.concurrency,
                 time_scale=args.time_scale,
+                storage=storage,
             )
         )
     print(report(result))

@@ -57,26 +57,45 @@ ensure_worker_venv() {
   "$VENV/bin/python" -m tests.host.rpc > /dev/null
 }
 
-# Starts Azurite (from the project's own npm install) unless one already listens on 10000-10002.
+# Starts Azurite (from the project's own npm install) on three free loopback ports chosen for
+# this run, with an account key made for this run, and exports AZURITE_CONNECTION_STRING naming
+# exactly that instance. The tests use nothing else: whatever else listens on this machine
+# (another Azurite on 10000-10002, any other program) is never mistaken for it.
 ensure_azurite() {
   [ -f package.json ] || return 0
-  if (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null; then
-    return 0
+  if [ -n "${AZURITE_CONNECTION_STRING:-}" ]; then
+    return 0 # an instance this shell already started (scripts/test sources lib.sh once)
   fi
   if [ ! -x node_modules/.bin/azurite ]; then
     npm ci --silent --no-audit --no-fund
   fi
+  local ports blob queue table key
+  ports=$("$VENV/bin/python" - <<'PY'
+import socket
+sockets = [socket.socket() for _ in range(3)]
+for s in sockets:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in sockets))
+PY
+)
+  read -r blob queue table <<< "$ports"
+  key=$("$VENV/bin/python" -c 'import base64, os; print(base64.b64encode(os.urandom(64)).decode())')
   mkdir -p .azurite
   # --skipApiVersionCheck: the Azure SDKs move to new storage API versions before Azurite does.
-  node_modules/.bin/azurite --silent --inMemoryPersistence --disableTelemetry --skipApiVersionCheck \
-    --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 \
+  AZURITE_ACCOUNTS="devstoreaccount1:$key" node_modules/.bin/azurite --silent --inMemoryPersistence \
+    --disableTelemetry --skipApiVersionCheck \
+    --blobHost 127.0.0.1 --blobPort "$blob" --queueHost 127.0.0.1 --queuePort "$queue" \
+    --tableHost 127.0.0.1 --tablePort "$table" \
     > .azurite/azurite.log 2>&1 &
   AZURITE_PID=$!
-  # Wait for it to exit, so a second run right after this one (CI's 3.13 pass) starts its own
-  # instead of finding this one's ports still open while it shuts down.
+  # Wait for it to exit, so a second run right after this one (CI's 3.13 pass) starts its own.
   trap 'kill "$AZURITE_PID" 2>/dev/null; wait "$AZURITE_PID" 2>/dev/null || true' EXIT
   for _ in $(seq 1 50); do
-    if (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null; then
+    if ! kill -0 "$AZURITE_PID" 2>/dev/null; then
+      break # it exited: a port was taken between choosing and binding, or npm's copy is broken
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$table") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$blob") 2>/dev/null; then
+      export AZURITE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$blob/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$queue/devstoreaccount1;TableEndpoint=http://127.0.0.1:$table/devstoreaccount1"
       return 0
     fi
     sleep 0.2

@@ -14,7 +14,7 @@ async def test_no_effect_is_lost_doubled_stale_or_dead_lettered_early_under_faul
     azurite: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.CRITICAL)  # the handlers crash on purpose, often
-    result = await soak(400, 25, 4, seed=11, faults=parse_faults("all"))
+    result = await soak(400, 25, 4, seed=11, faults=parse_faults("all"), storage=azurite)
     summary = report(result)
     assert result.lost == 0, summary
     assert result.doubled == 0, summary
