@@ -35,7 +35,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import orjson
 
 from shared.dataverse.multipart import HttpPart, header, read_parts
+from shared.tables import table as table_spec
 from tools.emulator.odata import QueryError, order_key, parse_fetch, parse_filter, sort_rows
+from tools.emulator.schema import SchemaError, check_columns, check_payload, check_query
 from tools.emulator.store import DEFAULT_TABLES, Store, Table
 
 API_PREFIX = "/api/data/v9.2/"
@@ -44,7 +46,7 @@ _SEGMENT = re.compile(r"^(?P<name>[A-Za-z_$][\w.]*)(?:\((?P<key>[^)]*)\))?(?:/(?
 
 # Dataverse error codes the emulator answers with.
 NOT_FOUND = "0x80040217"  # ObjectDoesNotExist
-SEGMENT_NOT_FOUND = "0x80060888"  # Resource not found for the segment
+SEGMENT_NOT_FOUND = "0x8006088a"  # Resource not found for the segment (Learn)
 VERSION_MISMATCH = "0x80060882"  # ConcurrencyVersionMismatch
 DUPLICATE = "0x80040237"  # DuplicateRecord
 BAD_REQUEST = "0x80048d19"
@@ -155,12 +157,20 @@ class DataverseEmulator:
         entity_set: str | None = None,
         primary_id: str | None = None,
         alternate_keys: tuple[tuple[str, ...], ...] = (),
+        *,
+        columns: tuple[str, ...] | None = None,
+        lookups: Mapping[str, tuple[str, ...]] | None = None,
+        primary_name: str | None = None,
     ) -> Table:
-        table = Table(
+        """Serve another table (as tables.toml would): without `columns`, any column goes."""
+        table = table_spec(
             logical_name,
-            entity_set or f"{logical_name}s",
-            primary_id or f"{logical_name}id",
-            alternate_keys,
+            entity_set=entity_set,
+            primary_id=primary_id,
+            alternate_keys=alternate_keys,
+            columns=columns,
+            lookups=dict(lookups or {}),
+            primary_name=primary_name,
         )
         self.tables[table.entity_set] = table
         return table
@@ -352,7 +362,20 @@ class DataverseEmulator:
         payload = _json_body(body) if body else {}
         if table is None:
             return self._operation(method, name, key, query, payload, None)
+        try:
+            if method in ("POST", "PATCH") and not rest:
+                check_payload(table, payload)
+            if method == "GET" and key is None:
+                check_query(table, query)
+            elif method == "GET" and query.get("$select"):
+                check_columns(table, (c.strip() for c in query["$select"].split(",")))
+        except SchemaError as error:
+            raise WebApiError(400, error.code, error.message) from None
         if key is None:
+            if rest == "$count" and method == "GET":
+                # GET <entity set>/$count: the number of rows as text (at most 5,000).
+                count = min(len(self.store.all(table.entity_set)), 5000)
+                return Response(200, {"Content-Type": "text/plain"}, str(count).encode())
             if rest:
                 raise WebApiError(
                     404, SEGMENT_NOT_FOUND, f"Resource not found for the segment '{rest}'."
@@ -570,12 +593,21 @@ class DataverseEmulator:
         if found is None:
             raise self._not_found(table, key)
         _, data, version = found
-        select = _columns(query.get("$select"))
-        shown = self._representation(table, data, version, select)
-        for expansion in _split_top_level(query.get("$expand", "")):
+        shown = self._representation(table, data, version, _columns(query.get("$select")))
+        self._expand(shown, data, query.get("$expand", ""))
+        return _json_response(200, shown)
+
+    def _expand(self, shown: dict[str, Any], data: Mapping[str, Any], expand: str) -> None:
+        """Single-valued navigation properties (lookups) named in `$expand`, each with its own
+        `$select`: the related row, or null."""
+        for expansion in _split_top_level(expand):
             name, _, options = expansion.partition("(")
-            target_id = data.get(f"_{name}_value")
-            logical = data.get(f"_{name}_value@Microsoft.Dynamics.CRM.lookuplogicalname")
+            # A polymorphic lookup's navigation names its target: parentcustomerid_account.
+            column = name if f"_{name}_value" in data else name.rpartition("_")[0]
+            target_id = data.get(f"_{column}_value")
+            logical = data.get(f"_{column}_value@Microsoft.Dynamics.CRM.lookuplogicalname")
+            if column != name and not name.endswith("_" + str(logical)):
+                target_id = None  # the lookup points at another table: null, as Dataverse
             target_table = next(
                 (t for t in self.tables.values() if t.logical_name == logical), None
             )
@@ -592,7 +624,6 @@ class DataverseEmulator:
                     )
                     related.pop("@odata.context", None)
             shown[name] = related
-        return _json_response(200, shown)
 
     def _query(
         self, table: Table, query: Mapping[str, str], headers: Mapping[str, str], resource: str
@@ -618,18 +649,25 @@ class DataverseEmulator:
             order = {id(data): version for data, version in rows}
             sorted_rows = sort_rows([data for data, _ in rows], ordering)
             rows = [(data, order[id(data)]) for data in sorted_rows]
+        matched = len(rows)
         if top is not None:
             rows = rows[:top]
         page_size = _max_page_size(headers)
         start = int(query.get("$skiptoken", "0") or 0)
         end = len(rows) if page_size is None else start + page_size
+        values = []
+        for data, version in rows[start:end]:
+            shown = _without_context(self._representation(table, data, version, select))
+            if query.get("$expand"):
+                self._expand(shown, data, query["$expand"])
+            values.append(shown)
         body: dict[str, Any] = {
-            "@odata.context": f"{self.environment_url}{API_PREFIX}$metadata#{table.entity_set}",
-            "value": [
-                _without_context(self._representation(table, data, version, select))
-                for data, version in rows[start:end]
-            ],
+            "@odata.context": f"{self.environment_url}{API_PREFIX}$metadata#{table.entity_set}"
         }
+        if query.get("$count") == "true":
+            # The rows matching the filter, not just this page, at most 5,000 (Learn).
+            body["@odata.count"] = min(matched, 5000)
+        body["value"] = values
         response_headers = {}
         if page_size is not None:
             response_headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"

@@ -246,3 +246,11 @@ def parse_fetch(
         ordering,
         int(top) if top else None,
     )
+
+
+_KEYWORDS = {"and", "or", "not", "true", "false", "null", *_COMPARISONS, *_FUNCTIONS}
+
+
+def filter_columns(text: str) -> set[str]:
+    """The columns a `$filter` names (for the property check Dataverse makes first)."""
+    return {raw for kind, raw in _tokens(text) if kind == "name" and raw not in _KEYWORDS}

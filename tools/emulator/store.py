@@ -10,47 +10,19 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from shared.tables import TableSpec, project_tables
+
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@dataclass(frozen=True)
-class Table:
-    logical_name: str
-    entity_set: str
-    primary_id: str
-    # Column tuples usable as alternate keys; empty means any columns are accepted.
-    alternate_keys: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
-
-
-def _table(
-    logical_name: str, entity_set: str | None = None, primary_id: str | None = None
-) -> Table:
-    return Table(logical_name, entity_set or f"{logical_name}s", primary_id or f"{logical_name}id")
-
-
-DEFAULT_TABLES = (
-    _table("account"),
-    _table("contact"),
-    _table("task", primary_id="activityid"),
-    _table("phonecall", primary_id="activityid"),
-    _table("email", entity_set="emails", primary_id="activityid"),
-    _table("annotation"),
-    _table("systemuser"),
-    _table("team"),
-    _table("businessunit"),
-    _table("solution"),
-    _table("serviceendpoint"),
-    _table("sdkmessage"),
-    _table("sdkmessagefilter"),
-    _table("sdkmessageprocessingstep"),
-    _table("sdkmessageprocessingstepimage"),
-    _table("asyncoperation"),
-)
+# The tables the emulator serves: the project's tables.toml, which routes are checked against
+# too. A test or the demo adds others with DataverseEmulator.add_table().
+Table = TableSpec
+DEFAULT_TABLES: tuple[Table, ...] = tuple(project_tables().values())
 
 
 class Store:
