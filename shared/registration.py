@@ -70,6 +70,7 @@ class StepSpec:
     images: tuple[ImageSpec, ...] = ()
     source: str = "file"  # "routes": derived from the handlers (shared/steps.py)
     routes: tuple[str, ...] = ()  # the handlers a derived step feeds
+    declared: frozenset[str] = frozenset()  # the settings the file gave (they override)
 
     def name(self, endpoint: str) -> str:
         """The step's name in Dataverse: how plan, apply and the health monitor find it."""
@@ -172,6 +173,7 @@ def parse_environment(name: str, document: Mapping[str, Any], where: str = "") -
                     else int(stage),
                     mode=MODES[choice(mode, MODES, "mode", step_context)],
                     rank=int(step.get("rank", 1)),
+                    declared=frozenset(step),
                     filtering_attributes=tuple(
                         sorted(a.lower() for a in step.get("filtering_attributes", []))
                     ),

@@ -12,8 +12,9 @@ and the columns it reads from images (`pre_image`, `post_image`). The derived st
 
 Routes on "*" (every table or message) need no step of their own: they see what the other
 steps post, and are "covered" when at least one step matches them. The environment file
-overrides a derived step by declaring the same table, message and stage, and adds steps of
-its own; `uncovered()` says which routes its steps would leave without events.
+overrides a derived step by declaring the same table, message and stage (each setting it gives
+wins, its images replace derived images of the same name, the rest stays derived) and adds
+steps of its own; `uncovered()` says which routes its steps would leave without events.
 """
 
 from __future__ import annotations
@@ -71,11 +72,27 @@ def derive_steps(routes: Iterable[Route]) -> list[StepSpec]:
     return steps
 
 
+def override(derived: StepSpec, declared: StepSpec) -> StepSpec:
+    """The derived step with what the file's step of the same key says: each setting the file
+    gives wins, images replace the derived image of the same name, the rest stays derived."""
+    settings = {
+        name: getattr(declared, name)
+        for name in ("stage", "mode", "rank", "filtering_attributes")
+        if name in declared.declared
+    }
+    images = {image.name: image for image in derived.images}
+    images.update({image.name: image for image in declared.images})
+    return replace(derived, **settings, images=tuple(images.values()), source="routes+file")
+
+
 def merge_steps(derived: Sequence[StepSpec], declared: Sequence[StepSpec]) -> tuple[StepSpec, ...]:
-    """The derived steps, each replaced by the file's step of the same key, then the file's
+    """The derived steps, each overridden by the file's step of the same key, then the file's
     other steps."""
     by_key = {step_key(step.entity, step.message, step.stage): step for step in declared}
-    merged = [by_key.pop(step_key(s.entity, s.message, s.stage), s) for s in derived]
+    merged = []
+    for step in derived:
+        found = by_key.pop(step_key(step.entity, step.message, step.stage), None)
+        merged.append(step if found is None else override(step, found))
     return (*merged, *(step for step in declared if step in by_key.values()))
 
 

@@ -89,6 +89,17 @@ async def seed(
             await client.upsert(entity_set, context.primary_entity_id, {}, options=None)
 
 
+def organizations_of(events: Sequence[DataverseEvent]) -> set[str]:
+    """The organization ids the readable messages name."""
+    found = set()
+    for event in events:
+        try:
+            found.add(str(event.context.raw("OrganizationId") or "").lower())
+        except InvalidMessage:
+            continue
+    return found - {""}
+
+
 async def replay(files: Sequence[Path], *, twice: bool, dataverse_url: str | None) -> int:
     events = [event_for(path, f"replay-{index}") for index, path in enumerate(files, 1)]
     if dataverse_url:
@@ -101,7 +112,11 @@ async def replay(files: Sequence[Path], *, twice: bool, dataverse_url: str | Non
         recorder = RecordingTransport(httpx.AsyncHTTPTransport())
         client = create_client(settings, transport=recorder)
     else:
-        settings = Settings(allowed_organizations=frozenset({EXAMPLE_ORGANIZATION}))
+        # Locally the files are the boundary: whatever organization they come from is accepted
+        # (the bundled examples', and each capture's own), so a capture is not dead-lettered
+        # as foreign. In Azure, ALLOWED_ORGANIZATIONS decides.
+        organizations = {EXAMPLE_ORGANIZATION} | organizations_of(events)
+        settings = Settings(allowed_organizations=frozenset(organizations))
         emulator = DataverseEmulator()
         recorder = RecordingTransport(httpx.ASGITransport(app=emulator))
         client = DataverseClient(
@@ -132,11 +147,30 @@ async def replay(files: Sequence[Path], *, twice: bool, dataverse_url: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Replay Dataverse messages through the handlers.")
-    parser.add_argument("files", nargs="*", type=Path, help="message bodies (default: examples)")
-    parser.add_argument("--twice", action="store_true", help="deliver every message twice")
-    parser.add_argument("--dataverse-url", help="write to this environment instead of the emulator")
-    parser.add_argument("--verbose", action="store_true", help="show the handlers' log lines")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.replay",
+        description="Replay Dataverse messages (captured bodies: JSON, XML or .NET binary) "
+        "through the real dispatcher and handlers, against the embedded emulator by default.",
+    )
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        help="message bodies to deliver, in order (default: the bundled examples)",
+    )
+    parser.add_argument(
+        "--twice",
+        action="store_true",
+        help="deliver every message a second time, as a broker redelivery would",
+    )
+    parser.add_argument(
+        "--dataverse-url",
+        help="write to this environment instead of the emulator (your developer credentials; "
+        "a loopback URL is a running emulator and needs no login)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the handlers' and the app's log lines"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR,

@@ -98,13 +98,14 @@ def test_steps_that_leave_a_route_short_are_named() -> None:
     ]
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS)
+@pytest.mark.parametrize("environment", [*ENVIRONMENTS, "local"])
 def test_every_route_of_the_project_is_covered_in_every_environment(environment: str) -> None:
     spec = load_environment(environment)
     steps = [step for endpoint in spec.endpoints for step in endpoint.steps]
     routes = discover("handlers").routes
     assert uncovered(routes, steps) == []
-    assert {step.source for step in steps} == {"routes", "file"}
+    assert any(step.source.startswith("routes") for step in steps)  # derived ones
+    assert any(step.source == "file" for step in steps)  # and the file's extra ones
 
 
 NEW_HANDLER = """

@@ -36,7 +36,9 @@ import orjson
 
 from shared.dataverse.multipart import HttpPart, header, read_parts
 from shared.tables import table as table_spec
+from tools.emulator.contexts import Identity
 from tools.emulator.odata import QueryError, order_key, parse_fetch, parse_filter, sort_rows
+from tools.emulator.posting import LocalBroker, Poster, Write
 from tools.emulator.schema import SchemaError, check_columns, check_payload, check_query
 from tools.emulator.store import DEFAULT_TABLES, Store, Table
 
@@ -134,8 +136,17 @@ class DataverseEmulator:
         # The application user is disabled or deleted: every token, new ones too, gets 401.
         self.refuse_every_token = False
         self.organization_id = uuid.UUID("0f000000-0000-4000-8000-0000000000aa")
+        self.organization_name = "contoso"
         self.user_id = uuid.UUID("5e000000-0000-4000-8000-0000000000ee")
         self.business_unit_id = uuid.UUID("0a1b2c3d-0000-4000-8000-000000000001")
+        # Who each bearer token is; any other token is this default user.
+        self.default_identity = Identity(
+            self.user_id, uuid.UUID("0b000000-0000-4000-8000-0000000000ee"), "Emulator User"
+        )
+        self.identities: dict[str, Identity] = {}
+        # Events posted for the steps registered through the Web API (tools/emulator/posting.py).
+        self.poster = Poster(self)
+        self._pending: list[Write] = []
         self.actions: dict[str, Callable[..., Any]] = {}
         self.functions: dict[str, Callable[..., Any]] = {"WhoAmI": self._who_am_i}
         self.actions["TriggerServiceEndpointCheck"] = self._check_service_endpoint
@@ -205,6 +216,24 @@ class DataverseEmulator:
     def revoke(self, token: str) -> None:
         self.revoked_tokens.add(token)
 
+    def add_identity(self, token: str, name: str, object_id: uuid.UUID | None = None) -> Identity:
+        """A user whose requests carry `token`: a systemuser row and an Entra object id, which
+        the contexts posted for its writes name as user and initiating user."""
+        identity = Identity(uuid.uuid4(), object_id or uuid.uuid4(), name)
+        self.identities[token] = identity
+        row = {
+            "systemuserid": str(identity.system_user_id),
+            "fullname": name,
+            "azureactivedirectoryobjectid": str(identity.object_id),
+        }
+        self.store.put("systemusers", str(identity.system_user_id), row)
+        return identity
+
+    @property
+    def broker(self) -> LocalBroker:
+        """The queues the emulator posts events to, one per service endpoint path."""
+        return self.poster.broker
+
     def rows(self, entity_set: str) -> list[dict[str, Any]]:
         return [data for data, _ in self.store.all(entity_set)]
 
@@ -270,14 +299,60 @@ class DataverseEmulator:
                     raise WebApiError(404, SEGMENT_NOT_FOUND, f"No Web API at {path}")
                 resource = unquote(path[len(API_PREFIX) :])
                 query = dict(parse_qsl(query_string, keep_blank_values=True))
+                self._pending.clear()
                 if resource == "$batch" and method == "POST":
                     self._record(method, resource, query, headers, body, in_batch=False)
-                    return self._batch(headers, body)
-                return self._dispatch(method, resource, query, headers, body, {}, in_batch=False)
+                    response = self._batch(headers, body)
+                else:
+                    response = self._dispatch(
+                        method, resource, query, headers, body, {}, in_batch=False
+                    )
+                self._post_pending()
+                return response
             except WebApiError as error:
+                self._pending.clear()
                 return _error_response(error)
         finally:
             self.in_flight -= 1
+
+    def _post_pending(self) -> None:
+        """Post the events of the writes that committed, once the request has succeeded."""
+        writes, self._pending = self._pending, []
+        for write in writes:
+            self.poster.after_write(write)
+
+    def _wrote(
+        self,
+        message: str,
+        table: Table,
+        row_id: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        version: int | None,
+        changes: Mapping[str, Any],
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+    ) -> None:
+        token = headers.get("authorization", "")[7:].strip()
+        changed = frozenset(
+            key[1:-6] if key.startswith("_") and key.endswith("_value") else key
+            for key in changes
+            if "@" not in key
+        )
+        self._pending.append(
+            Write(
+                message,
+                table,
+                row_id,
+                None if before is None else dict(before),
+                None if after is None else dict(after),
+                version,
+                changed,
+                self.identities.get(token, self.default_identity),
+                query.get("tag") or None,
+                dict(headers),
+            )
+        )
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -381,7 +456,7 @@ class DataverseEmulator:
                     404, SEGMENT_NOT_FOUND, f"Resource not found for the segment '{rest}'."
                 )
             if method == "POST":
-                return self._create(table, payload, headers, references)
+                return self._create(table, payload, headers, references, query)
             if method == "GET":
                 return self._query(table, query, headers, resource)
             raise WebApiError(405, BAD_REQUEST, f"{method} is not allowed on {name}")
@@ -390,9 +465,9 @@ class DataverseEmulator:
         if method == "GET":
             return self._retrieve(table, key, query)
         if method == "PATCH":
-            return self._patch(table, key, payload, headers, references)
+            return self._patch(table, key, payload, headers, references, query)
         if method == "DELETE":
-            return self._delete(table, key, headers)
+            return self._delete(table, key, headers, query)
         raise WebApiError(405, BAD_REQUEST, f"{method} is not allowed on a row")
 
     # --- rows -----------------------------------------------------------------------------------
@@ -481,8 +556,10 @@ class DataverseEmulator:
         payload: dict[str, Any],
         headers: Mapping[str, str],
         references: dict[str, tuple[str, str]],
+        query: Mapping[str, str] | None = None,
     ) -> Response:
         data = self._write_only(table, self._apply_binds(payload, references))
+        changes = dict(data)
         row_id = str(data.get(table.primary_id) or uuid.uuid4()).lower()
         if self.store.get(table.entity_set, row_id) is not None:
             raise WebApiError(412, DUPLICATE, "A record with matching key values already exists.")
@@ -492,6 +569,7 @@ class DataverseEmulator:
         data.setdefault("statuscode", 1)
         self._check_unique_keys(table, data, row_id)
         version = self.store.put(table.entity_set, row_id, data, table.alternate_keys)
+        self._wrote("Create", table, row_id, None, data, version, changes, headers, query or {})
         return self._written(table, row_id, data, version, headers, created=True)
 
     def _written(
@@ -519,7 +597,9 @@ class DataverseEmulator:
         payload: dict[str, Any],
         headers: Mapping[str, str],
         references: dict[str, tuple[str, str]],
+        query: Mapping[str, str] | None = None,
     ) -> Response:
+        query = query or {}
         found = self._find(table, key)
         if_match = headers.get("if-match")
         if_none_match = headers.get("if-none-match")
@@ -530,14 +610,17 @@ class DataverseEmulator:
             row_id = key.lower() if _GUID.fullmatch(key) else str(uuid.uuid4())
             if not _GUID.fullmatch(key):
                 data.update(_parse_key(key))
+            changes = dict(data)
             now = _now()
             data.update({table.primary_id: row_id, "createdon": now, "modifiedon": now})
             data.setdefault("statecode", 0)
             data.setdefault("statuscode", 1)
             self._check_unique_keys(table, data, row_id)
             version = self.store.put(table.entity_set, row_id, data, table.alternate_keys)
+            self._wrote("Create", table, row_id, None, data, version, changes, headers, query)
             return self._written(table, row_id, data, version, headers, created=True)
         row_id, data, version = found
+        before = dict(data)
         if if_none_match == "*":
             raise WebApiError(412, DUPLICATE, "A record with matching key values already exists.")
         if if_match not in (None, "*") and if_match != _etag(version):
@@ -547,13 +630,21 @@ class DataverseEmulator:
                 "The version of the existing record doesn't "
                 "match the RowVersion property provided.",
             )
-        data.update(self._write_only(table, self._apply_binds(payload, references)))
+        changes = self._write_only(table, self._apply_binds(payload, references))
+        data.update(changes)
         data["modifiedon"] = _now()
         self._check_unique_keys(table, data, row_id)
         version = self.store.put(table.entity_set, row_id, data, table.alternate_keys)
+        self._wrote("Update", table, row_id, before, data, version, changes, headers, query)
         return self._written(table, row_id, data, version, headers, created=False)
 
-    def _delete(self, table: Table, key: str, headers: Mapping[str, str]) -> Response:
+    def _delete(
+        self,
+        table: Table,
+        key: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str] | None = None,
+    ) -> Response:
         found = self._find(table, key)
         if found is None:
             raise self._not_found(table, key)
@@ -566,6 +657,7 @@ class DataverseEmulator:
                 "match the RowVersion property provided.",
             )
         self.store.delete(table.entity_set, found[0])
+        self._wrote("Delete", table, found[0], found[1], None, None, {}, headers, query or {})
         return Response(204)
 
     def _representation(
@@ -845,6 +937,7 @@ class DataverseEmulator:
     ) -> tuple[bytes, bool]:
         references: dict[str, tuple[str, str]] = {}
         responses: list[tuple[Response, str | None]] = []
+        pending = len(self._pending)
         try:
             with self.store.atomic():
                 for request in requests:
@@ -860,6 +953,7 @@ class DataverseEmulator:
                         )
                     responses.append((response, request.content_id))
         except _ChangesetFailed as failure:
+            del self._pending[pending:]  # rolled back: nothing of it is posted
             return _http_part(failure.response, None), True
         boundary = f"changesetresponse_{uuid.uuid4()}"
         inner_chunks = b"".join(

@@ -1,0 +1,211 @@
+"""The whole loop on one machine: a local Dataverse that posts events, the app consuming them.
+
+    python -m tools.demo [--env local] [--verbose]
+
+1. Registers the `local` environment's service endpoint and steps in the embedded Dataverse
+   emulator with `tools.endpoints apply`, the steps derived from the handlers' routes.
+2. Makes a few changes as a person would (an account, a contact, an email change, a phone
+   change, a delete), each through the Web API with that person's token.
+3. The emulator posts a context for every write a step matches, with the claims Dataverse
+   sets, to an in-memory queue; the app drains it through its own Service Bus handling
+   (dispatcher, handlers, settlement). The handlers' writes come back as events when a step
+   matches them, and the loop guard skips them: they were initiated by the app's user.
+
+It prints, per event, the table and message, who initiated it, the outcome and the handlers
+that ran, and per posting system job whether it succeeded. No Azure account is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from shared.app import build
+from shared.dataverse import DataverseClient
+from shared.dispatch import Outcome
+from shared.registration import load_environment
+from shared.servicebus import handle_message
+from shared.settings import Settings
+from tools.emulator import AnyToken, DataverseEmulator
+from tools.emulator.posting import PostedMessage
+from tools.endpoints import reconcile
+from tools.replay import RecordingTransport, describe
+
+ENVIRONMENT = "https://contoso.crm.dynamics.com"
+APP_TOKEN, PERSON_TOKEN, PIPELINE_TOKEN = "app-user", "nancy", "pipeline"
+APP_OBJECT_ID = UUID("a9900000-0000-4000-8000-0000000000a1")
+SDK_MESSAGES = {
+    "Create": ["account", "contact", "task", "phonecall"],
+    "Update": ["account", "contact", "task", "phonecall"],
+    "Delete": ["account", "contact", "task", "phonecall"],
+}
+
+
+class Settlement:
+    """Records how the app settled each message (ServiceBusMessageActions' methods)."""
+
+    def __init__(self) -> None:
+        self.settled: dict[str, str] = {}
+
+    def complete(self, message: Any) -> None:
+        self.settled[message.message_id] = "completed"
+
+    def abandon(self, message: Any) -> None:
+        self.settled[message.message_id] = "abandoned"
+
+    def deadletter(
+        self, message: Any, reason: str | None = None, error_description: str | None = None
+    ) -> None:
+        self.settled[message.message_id] = f"dead-lettered ({reason})"
+
+
+def client(emulator: DataverseEmulator, token: str) -> DataverseClient:
+    return DataverseClient(
+        ENVIRONMENT, auth=AnyToken(token), transport=httpx.ASGITransport(app=emulator)
+    )
+
+
+async def drain(
+    emulator: DataverseEmulator,
+    path: str,
+    handle: Callable[[PostedMessage], Awaitable[Outcome]],
+    names: dict[str, str],
+    recorder: RecordingTransport,
+) -> int:
+    """Deliver every posted message, including those the handlers' writes cause."""
+    delivered = 0
+    while (message := emulator.broker.receive(path)) is not None:
+        delivered += 1
+        claims = {
+            key.rsplit("/", 1)[-1]: value for key, value in message.application_properties.items()
+        }
+        outcome = await handle(message)
+        who = names.get(claims.get("InitiatingUser", ""), claims.get("InitiatingUser", "?"))
+        print(
+            f"  event    {claims.get('RequestName')} of {claims.get('EntityLogicalName')} by {who}"
+        )
+        print(f"  outcome  {describe(outcome)}")
+        for call in recorder.calls:
+            print(f"  web api  {call}")
+    return delivered
+
+
+async def run(environment: str, handlers: str = "handlers") -> int:
+    os.environ.setdefault("DATAVERSE_SAS_KEY", "local-demo-key")  # a made-up key, local only
+    spec = load_environment(environment, handlers=handlers)
+    emulator = DataverseEmulator(environment_url=ENVIRONMENT)
+    emulator.seed_sdk_messages(SDK_MESSAGES)
+    app_user = emulator.add_identity(APP_TOKEN, "Event consumers (application user)", APP_OBJECT_ID)
+    person = emulator.add_identity(PERSON_TOKEN, "Nancy Davolio")
+    names = {str(app_user.system_user_id): "the app", str(person.system_user_id): "Nancy"}
+
+    print(f"1. Registering the {environment} steps (derived from the handlers' routes)")
+    async with client(emulator, PIPELINE_TOKEN) as pipeline:
+        report = await reconcile(pipeline, spec, apply=True)
+    for line in report.changes:
+        print(f"  {line}")
+
+    settings = Settings(
+        allowed_organizations=frozenset({str(emulator.organization_id)}),
+        app_user_object_id=str(APP_OBJECT_ID),
+    )
+    recorder = RecordingTransport(httpx.ASGITransport(app=emulator))
+    app_client = DataverseClient(ENVIRONMENT, auth=AnyToken(APP_TOKEN), transport=recorder)
+    runtime = build(settings, handlers=handlers, dataverse=app_client)
+    settlement = Settlement()
+
+    async def handle(message: PostedMessage) -> Outcome:
+        recorder.calls.clear()
+        return await handle_message(runtime.dispatcher, message, settlement)
+
+    (endpoint,) = [e for e in spec.endpoints if e.contract == "queue"] or [spec.endpoints[0]]
+    changes: list[tuple[str, Callable[[DataverseClient, dict[str, Any]], Awaitable[None]]]] = [
+        ("Nancy creates the account Northwind Traders", create_account),
+        ("Nancy adds a contact to it", create_contact),
+        ("Nancy changes the contact's email", change_email),
+        ("Nancy changes the contact's phone (no handler reads it)", change_phone),
+        ("Nancy deletes the contact", delete_contact),
+    ]
+    delivered = 0
+    async with client(emulator, PERSON_TOKEN) as nancy:
+        state: dict[str, Any] = {}
+        for number, (label, change) in enumerate(changes, 2):
+            print(f"\n{number}. {label}")
+            await change(nancy, state)
+            delivered += await drain(emulator, endpoint.path, handle, names, recorder)
+    await app_client.aclose()
+    jobs = emulator.rows("asyncoperations")
+    succeeded = sum(1 for job in jobs if job["statuscode"] == 30)
+    print(
+        f"\n{delivered} events delivered; {len(jobs)} posting system jobs, {succeeded} "
+        f"succeeded; settled: {summary(settlement.settled)}"
+    )
+    return 0
+
+
+def summary(settled: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for how in settled.values():
+        counts[how] = counts.get(how, 0) + 1
+    return ", ".join(f"{count} {how}" for how, count in sorted(counts.items())) or "none"
+
+
+async def create_account(nancy: DataverseClient, state: dict[str, Any]) -> None:
+    state["account"] = await nancy.create("accounts", {"name": "Northwind Traders"})
+
+
+async def create_contact(nancy: DataverseClient, state: dict[str, Any]) -> None:
+    state["contact"] = await nancy.create(
+        "contacts",
+        {
+            "firstname": "Nancy",
+            "lastname": "Davolio",
+            "emailaddress1": "nancy@example.com",
+            "parentcustomerid_account@odata.bind": f"/accounts({state['account']})",
+        },
+    )
+
+
+async def change_email(nancy: DataverseClient, state: dict[str, Any]) -> None:
+    await nancy.update("contacts", state["contact"], {"emailaddress1": "nancy.d@example.com"})
+
+
+async def change_phone(nancy: DataverseClient, state: dict[str, Any]) -> None:
+    await nancy.update("contacts", state["contact"], {"telephone1": "555-0100"})
+
+
+async def delete_contact(nancy: DataverseClient, state: dict[str, Any]) -> None:
+    await nancy.delete("contacts", state["contact"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.demo",
+        description="The whole loop on one machine: register steps in a local Dataverse, make "
+        "changes, and watch the app consume the events it posts.",
+    )
+    parser.add_argument(
+        "--env", default="local", help="environment file to register (default: local)"
+    )
+    parser.add_argument(
+        "--handlers", default="handlers", help="the package of handler modules (default: handlers)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show the app's log lines")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="    log  %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(run(args.env, args.handlers))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
