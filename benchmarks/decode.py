@@ -94,7 +94,7 @@ def cold_parse(body: bytes) -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds; the best counts")
     args = parser.parse_args()
     messages = corpus()
     # The baseline also clears the memos, so both sides pay the same loop overhead.

@@ -87,8 +87,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
     parser.add_argument("--limit", type=int, default=8, help="client concurrency limit")
-    parser.add_argument("--upserts", type=int, default=1000)
-    parser.add_argument("--writes", type=int, default=500)
+    parser.add_argument("--upserts", type=int, default=1000, help="upserts in the $batch run")
+    parser.add_argument("--writes", type=int, default=500, help="writes in the concurrent run")
     parser.add_argument("--sequential", type=int, default=60, help="writes in the sequential run")
     args = parser.parse_args()
 

@@ -207,20 +207,54 @@ async def _parked(args: argparse.Namespace, store: PoisonStore) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Dead letters and parked events.")
-    parser.add_argument("command", choices=["list", "show", "resubmit", "purge", "parked"])
-    parser.add_argument("parked_command", nargs="?", choices=["list", "show", "resubmit", "purge"])
-    parser.add_argument("name", nargs="?", help="a parked event's name")
-    parser.add_argument("--namespace")
-    parser.add_argument("--queue")
-    parser.add_argument("--topic")
-    parser.add_argument("--subscription")
-    parser.add_argument("--sequence", type=int)
-    parser.add_argument("--all", action="store_true")
-    parser.add_argument("--max", type=int, default=100)
-    parser.add_argument("--yes", action="store_true")
-    parser.add_argument("--event-hub-namespace")
-    parser.add_argument("--event-hub")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.deadletter",
+        usage=(
+            "\n  python -m tools.deadletter list|show|resubmit|purge --namespace NS "
+            "(--queue Q | --topic T --subscription S) [--sequence N | --all] [--max N] [--yes]"
+            "\n  python -m tools.deadletter parked list|show|resubmit|purge [NAME] "
+            "[--event-hub-namespace NS --event-hub H]"
+        ),
+        description="Dead letters (Service Bus) and parked events (Event Hubs): look at them, "
+        "send them back, or delete them.",
+    )
+    parser.add_argument(
+        "command",
+        choices=["list", "show", "resubmit", "purge", "parked"],
+        help="what to do with dead letters; `parked` works on parked Event Hubs events",
+    )
+    parser.add_argument(
+        "parked_command",
+        nargs="?",
+        choices=["list", "show", "resubmit", "purge"],
+        metavar="PARKED_COMMAND",
+        help="after `parked`: list, show, resubmit or purge",
+    )
+    parser.add_argument("name", nargs="?", help="a parked event's name (from `parked list`)")
+    parser.add_argument(
+        "--namespace", metavar="NS", help="Service Bus namespace name (without the domain)"
+    )
+    parser.add_argument("--queue", metavar="Q", help="the queue whose dead letters to use")
+    parser.add_argument(
+        "--topic", metavar="T", help="the topic (with --subscription) whose dead letters to use"
+    )
+    parser.add_argument("--subscription", metavar="S", help="the topic's subscription")
+    parser.add_argument(
+        "--sequence", type=int, metavar="N", help="one dead letter, by its sequence number"
+    )
+    parser.add_argument("--all", action="store_true", help="every dead letter (up to --max)")
+    parser.add_argument(
+        "--max", type=int, default=100, metavar="N", help="at most this many (default: 100)"
+    )
+    parser.add_argument("--yes", action="store_true", help="confirm a purge: it deletes")
+    parser.add_argument(
+        "--event-hub-namespace",
+        metavar="NS",
+        help="with `parked resubmit`: the Event Hubs namespace to send back to",
+    )
+    parser.add_argument(
+        "--event-hub", metavar="H", help="with `parked resubmit`: the event hub to send back to"
+    )
     args = parser.parse_args(argv)
     if args.command == "parked":
         from shared.app import make_poison_store

@@ -19,10 +19,27 @@ from shared.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Dataverse event delivery health checks.")
-    parser.add_argument("--env", required=True, help="infra/environments/<env>.toml")
-    parser.add_argument("--since-minutes", type=int, default=60, help="failed jobs since")
-    parser.add_argument("--dead-letters", action="store_true", help="count dead letters too")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.health",
+        description="Dataverse event delivery health checks, one line per check; exits 1 when "
+        "any fails.",
+    )
+    parser.add_argument(
+        "--env", required=True, help="environment name: reads infra/environments/<env>.toml"
+    )
+    parser.add_argument(
+        "--since-minutes",
+        type=int,
+        default=60,
+        metavar="N",
+        help="report posting jobs that failed in the last N minutes (default: 60)",
+    )
+    parser.add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="count each queue's and subscription's dead letters too (needs Service Bus Data "
+        "Owner on the entity)",
+    )
     args = parser.parse_args(argv)
     try:
         spec = load_environment(args.env)

@@ -10,6 +10,7 @@ newest releases inside the ranges.
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import subprocess
 import sys
@@ -65,7 +66,15 @@ def contents(root: Path = ROOT) -> Iterator[tuple[str, bytes]]:
 
 
 def main(argv: list[str]) -> int:
-    target = Path(argv[1] if len(argv) > 1 else "app.zip")
+    parser = argparse.ArgumentParser(
+        prog="python tools/package.py",
+        description="Zip the function app as Azure builds it: tracked files minus .funcignore, "
+        "requirements.txt holding the locked versions.",
+    )
+    parser.add_argument(
+        "target", nargs="?", default="app.zip", help="the zip to write (default: app.zip)"
+    )
+    target = Path(parser.parse_args(argv[1:]).target)
     count = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, data in contents():
