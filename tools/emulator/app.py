@@ -22,95 +22,41 @@ Every request needs `Authorization: Bearer <token>` (401 without, or with a revo
 from __future__ import annotations
 
 import asyncio
-import random
-import re
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
-from shared.dataverse.multipart import HttpPart, header, read_parts
 from shared.tables import table as table_spec
+from tools.emulator.batch import run_batch
 from tools.emulator.contexts import Identity
-from tools.emulator.odata import QueryError, order_key, parse_fetch, parse_filter, sort_rows
+from tools.emulator.faults import Fault, Faults, fault_error
 from tools.emulator.posting import LocalBroker, Poster, Write
+from tools.emulator.queries import navigate, query_rows, retrieve
 from tools.emulator.schema import SchemaError, check_columns, check_payload, check_query
 from tools.emulator.store import DEFAULT_TABLES, Store, Table
-
-API_PREFIX = "/api/data/v9.2/"
-_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_SEGMENT = re.compile(r"^(?P<name>[A-Za-z_$][\w.]*)(?:\((?P<key>[^)]*)\))?(?:/(?P<rest>.*))?$")
-
-# Dataverse error codes the emulator answers with.
-NOT_FOUND = "0x80040217"  # ObjectDoesNotExist
-SEGMENT_NOT_FOUND = "0x8006088a"  # Resource not found for the segment (Learn)
-VERSION_MISMATCH = "0x80060882"  # ConcurrencyVersionMismatch
-DUPLICATE = "0x80040237"  # DuplicateRecord
-BAD_REQUEST = "0x80048d19"
-THROTTLED = "0x80072322"  # number of requests exceeded the limit
-UNAVAILABLE = "0x80040216"
-
-
-class WebApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str  # below /api/data/v9.2/
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    in_batch: bool
-
-    @property
-    def tag(self) -> str | None:
-        return self.query.get("tag")
-
-
-@dataclass
-class Fault:
-    status: int | None
-    count: int
-    retry_after: float | None
-    method: str | None
-    path_contains: str | None
-    delay: float
-
-
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    412: "Precondition Failed",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
+from tools.emulator.wire import (
+    API_PREFIX,
+    BAD_REQUEST,
+    DUPLICATE,
+    GUID,
+    NOT_FOUND,
+    SEGMENT,
+    SEGMENT_NOT_FOUND,
+    VERSION_MISMATCH,
+    RecordedRequest,
+    Response,
+    WebApiError,
+    error_response,
+    etag_of,
+    json_body,
+    json_response,
+    parse_key,
+    parse_literal,
+    timestamp,
+)
 
 
 class DataverseEmulator:
@@ -152,11 +98,7 @@ class DataverseEmulator:
         self.actions["TriggerServiceEndpointCheck"] = self._check_service_endpoint
         # Service endpoints whose check fails as Dataverse reports an unreachable namespace.
         self.unreachable_endpoints: set[str] = set()
-        self._faults: deque[Fault] = deque()
-        self._fault_rate = 0.0
-        self._fault_statuses: tuple[int, ...] = (429, 503)
-        self._fault_retry_after = 1.0
-        self._random = random.Random(seed)
+        self.faults = Faults(seed)
         self.in_flight = 0
         self.most_in_flight = 0
 
@@ -198,20 +140,20 @@ class DataverseEmulator:
     ) -> None:
         """The next `count` matching requests wait `delay` seconds, then fail with `status`,
         or, with `status=None`, are processed normally (a slow Dataverse)."""
-        self._faults.append(Fault(status, count, retry_after, method, path_contains, delay))
+        self.faults.queue.append(Fault(status, count, retry_after, method, path_contains, delay))
 
     def clear_faults(self) -> None:
         """Forget the injected faults not yet served, and stop random ones."""
-        self._faults.clear()
-        self._fault_rate = 0.0
+        self.faults.queue.clear()
+        self.faults.rate = 0.0
 
     def random_faults(
         self, rate: float, statuses: tuple[int, ...] = (429, 503), retry_after: float = 1.0
     ) -> None:
         """Fail this share of requests at random (seeded) with one of `statuses`."""
-        self._fault_rate = rate
-        self._fault_statuses = statuses
-        self._fault_retry_after = retry_after
+        self.faults.rate = rate
+        self.faults.statuses = statuses
+        self.faults.retry_after = retry_after
 
     def revoke(self, token: str) -> None:
         self.revoked_tokens.add(token)
@@ -289,12 +231,12 @@ class DataverseEmulator:
                 await asyncio.sleep(self.latency)
             try:
                 self._authenticate(headers)
-                fault = self._next_fault(method, path)
+                fault = self.faults.next(method, path)
                 if fault is not None:
                     if fault.delay:
                         await asyncio.sleep(fault.delay)
                     if fault.status is not None:
-                        raise self._fault_error(fault.status, fault.retry_after)
+                        raise fault_error(fault.status, fault.retry_after)
                 if not path.startswith(API_PREFIX):
                     raise WebApiError(404, SEGMENT_NOT_FOUND, f"No Web API at {path}")
                 resource = unquote(path[len(API_PREFIX) :])
@@ -302,7 +244,7 @@ class DataverseEmulator:
                 self._pending.clear()
                 if resource == "$batch" and method == "POST":
                     self._record(method, resource, query, headers, body, in_batch=False)
-                    response = self._batch(headers, body)
+                    response = run_batch(self, headers, body)
                 else:
                     response = self._dispatch(
                         method, resource, query, headers, body, {}, in_batch=False
@@ -311,7 +253,7 @@ class DataverseEmulator:
                 return response
             except WebApiError as error:
                 self._pending.clear()
-                return _error_response(error)
+                return error_response(error)
         finally:
             self.in_flight -= 1
 
@@ -367,34 +309,6 @@ class DataverseEmulator:
                 {"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
 
-    def _next_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self._faults:
-            if (fault.method is None or fault.method == method) and (
-                fault.path_contains is None or fault.path_contains in path
-            ):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self._faults.remove(fault)
-                return fault
-        if self._fault_rate and self._random.random() < self._fault_rate:
-            status = self._random.choice(self._fault_statuses)
-            return Fault(status, 1, self._fault_retry_after, None, None, 0.0)
-        return None
-
-    @staticmethod
-    def _fault_error(status: int, retry_after: float | None) -> WebApiError:
-        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
-        if status == 429:
-            return WebApiError(
-                429,
-                THROTTLED,
-                "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-                headers,
-            )
-        if status == 503:
-            return WebApiError(503, UNAVAILABLE, "The service is temporarily unavailable.", headers)
-        return WebApiError(status, BAD_REQUEST, f"Injected failure {status}", headers)
-
     def _record(
         self,
         method: str,
@@ -427,14 +341,14 @@ class DataverseEmulator:
                 raise WebApiError(400, BAD_REQUEST, f"Content-ID reference {name} is unknown")
             entity_set, row_id = references[name]
             resource = f"{entity_set}({row_id})" + (f"/{rest}" if rest else "")
-        match = _SEGMENT.match(resource)
+        match = SEGMENT.match(resource)
         if match is None:
             raise WebApiError(
                 404, SEGMENT_NOT_FOUND, f"Resource not found for the segment '{resource}'."
             )
         name, key, rest = match.group("name"), match.group("key"), match.group("rest")
         table = self.tables.get(name)
-        payload = _json_body(body) if body else {}
+        payload = json_body(body) if body else {}
         if table is None:
             return self._operation(method, name, key, query, payload, None)
         try:
@@ -458,12 +372,12 @@ class DataverseEmulator:
             if method == "POST":
                 return self._create(table, payload, headers, references, query)
             if method == "GET":
-                return self._query(table, query, headers, resource)
+                return query_rows(self, table, query, headers, resource)
             raise WebApiError(405, BAD_REQUEST, f"{method} is not allowed on {name}")
         if rest:
-            return self._navigate(method, table, key, rest, query, payload, references)
+            return navigate(self, method, table, key, rest, query, payload, references)
         if method == "GET":
-            return self._retrieve(table, key, query)
+            return retrieve(self, table, key, query)
         if method == "PATCH":
             return self._patch(table, key, payload, headers, references, query)
         if method == "DELETE":
@@ -474,10 +388,10 @@ class DataverseEmulator:
 
     def _find(self, table: Table, key: str) -> tuple[str, dict[str, Any], int] | None:
         """A row by `(guid)` or `(key='value',...)`: (id, data, version) or None."""
-        if _GUID.fullmatch(key):
+        if GUID.fullmatch(key):
             found = self.store.get(table.entity_set, key.lower())
             return None if found is None else (key.lower(), found[0], found[1])
-        wanted = _parse_key(key)
+        wanted = parse_key(key)
         if table.alternate_keys and tuple(sorted(wanted)) not in {
             tuple(sorted(columns)) for columns in table.alternate_keys
         }:
@@ -530,7 +444,7 @@ class DataverseEmulator:
         path = urlsplit(url).path
         if API_PREFIX in path:
             path = path.split(API_PREFIX, 1)[1]
-        match = _SEGMENT.match(path.lstrip("/"))
+        match = SEGMENT.match(path.lstrip("/"))
         if match is None or match.group("name") not in self.tables or not match.group("key"):
             raise WebApiError(400, BAD_REQUEST, f"Cannot resolve the reference {url!r}")
         table = self.tables[match.group("name")]
@@ -563,7 +477,7 @@ class DataverseEmulator:
         row_id = str(data.get(table.primary_id) or uuid.uuid4()).lower()
         if self.store.get(table.entity_set, row_id) is not None:
             raise WebApiError(412, DUPLICATE, "A record with matching key values already exists.")
-        now = _now()
+        now = timestamp()
         data.update({table.primary_id: row_id, "createdon": now, "modifiedon": now})
         data.setdefault("statecode", 0)  # a new row is active, as in Dataverse
         data.setdefault("statuscode", 1)
@@ -607,11 +521,11 @@ class DataverseEmulator:
             if if_match is not None:
                 raise self._not_found(table, key)
             data = self._write_only(table, self._apply_binds(payload, references))
-            row_id = key.lower() if _GUID.fullmatch(key) else str(uuid.uuid4())
-            if not _GUID.fullmatch(key):
-                data.update(_parse_key(key))
+            row_id = key.lower() if GUID.fullmatch(key) else str(uuid.uuid4())
+            if not GUID.fullmatch(key):
+                data.update(parse_key(key))
             changes = dict(data)
-            now = _now()
+            now = timestamp()
             data.update({table.primary_id: row_id, "createdon": now, "modifiedon": now})
             data.setdefault("statecode", 0)
             data.setdefault("statuscode", 1)
@@ -623,7 +537,7 @@ class DataverseEmulator:
         before = dict(data)
         if if_none_match == "*":
             raise WebApiError(412, DUPLICATE, "A record with matching key values already exists.")
-        if if_match not in (None, "*") and if_match != _etag(version):
+        if if_match not in (None, "*") and if_match != etag_of(version):
             raise WebApiError(
                 412,
                 VERSION_MISMATCH,
@@ -632,7 +546,7 @@ class DataverseEmulator:
             )
         changes = self._write_only(table, self._apply_binds(payload, references))
         data.update(changes)
-        data["modifiedon"] = _now()
+        data["modifiedon"] = timestamp()
         self._check_unique_keys(table, data, row_id)
         version = self.store.put(table.entity_set, row_id, data, table.alternate_keys)
         self._wrote("Update", table, row_id, before, data, version, changes, headers, query)
@@ -649,7 +563,7 @@ class DataverseEmulator:
         if found is None:
             raise self._not_found(table, key)
         if_match = headers.get("if-match")
-        if if_match not in (None, "*") and if_match != _etag(found[2]):
+        if if_match not in (None, "*") and if_match != etag_of(found[2]):
             raise WebApiError(
                 412,
                 VERSION_MISMATCH,
@@ -671,7 +585,7 @@ class DataverseEmulator:
         metadata = f"{self.environment_url}{API_PREFIX}$metadata"
         shown: dict[str, Any] = {
             "@odata.context": f"{metadata}#{table.entity_set}/$entity",
-            "@odata.etag": _etag(version),
+            "@odata.etag": etag_of(version),
         }
         for column, value in data.items():
             if "@" in column and not annotations:
@@ -679,150 +593,6 @@ class DataverseEmulator:
             if select is None or column in select or column == table.primary_id:
                 shown[column] = value
         return shown
-
-    def _retrieve(self, table: Table, key: str, query: Mapping[str, str]) -> Response:
-        found = self._find(table, key)
-        if found is None:
-            raise self._not_found(table, key)
-        _, data, version = found
-        shown = self._representation(table, data, version, _columns(query.get("$select")))
-        self._expand(shown, data, query.get("$expand", ""))
-        return _json_response(200, shown)
-
-    def _expand(self, shown: dict[str, Any], data: Mapping[str, Any], expand: str) -> None:
-        """Single-valued navigation properties (lookups) named in `$expand`, each with its own
-        `$select`: the related row, or null."""
-        for expansion in _split_top_level(expand):
-            name, _, options = expansion.partition("(")
-            # A polymorphic lookup's navigation names its target: parentcustomerid_account.
-            column = name if f"_{name}_value" in data else name.rpartition("_")[0]
-            target_id = data.get(f"_{column}_value")
-            logical = data.get(f"_{column}_value@Microsoft.Dynamics.CRM.lookuplogicalname")
-            if column != name and not name.endswith("_" + str(logical)):
-                target_id = None  # the lookup points at another table: null, as Dataverse
-            target_table = next(
-                (t for t in self.tables.values() if t.logical_name == logical), None
-            )
-            related = None
-            if target_id and target_table is not None:
-                found_related = self.store.get(target_table.entity_set, target_id)
-                if found_related is not None:
-                    inner = dict(parse_qsl(options.rstrip(")").replace(";", "&")))
-                    related = self._representation(
-                        target_table,
-                        found_related[0],
-                        found_related[1],
-                        _columns(inner.get("$select")),
-                    )
-                    related.pop("@odata.context", None)
-            shown[name] = related
-
-    def _query(
-        self, table: Table, query: Mapping[str, str], headers: Mapping[str, str], resource: str
-    ) -> Response:
-        try:
-            if "fetchXml" in query:
-                logical, select, predicate, ordering, top = parse_fetch(query["fetchXml"])
-                if logical != table.logical_name:
-                    raise QueryError(f"FetchXML queries {logical}, not {table.logical_name}")
-            else:
-                select = _columns(query.get("$select"))
-                predicate = (
-                    parse_filter(query["$filter"]) if query.get("$filter") else (lambda _: True)
-                )
-                ordering = order_key(query["$orderby"]) if query.get("$orderby") else []
-                top = int(query["$top"]) if query.get("$top") else None
-        except (QueryError, ValueError) as error:
-            raise WebApiError(400, BAD_REQUEST, str(error)) from None
-        rows = [
-            (data, version) for data, version in self.store.all(table.entity_set) if predicate(data)
-        ]
-        if ordering:
-            order = {id(data): version for data, version in rows}
-            sorted_rows = sort_rows([data for data, _ in rows], ordering)
-            rows = [(data, order[id(data)]) for data in sorted_rows]
-        matched = len(rows)
-        if top is not None:
-            rows = rows[:top]
-        page_size = _max_page_size(headers)
-        start = int(query.get("$skiptoken", "0") or 0)
-        end = len(rows) if page_size is None else start + page_size
-        values = []
-        for data, version in rows[start:end]:
-            shown = _without_context(self._representation(table, data, version, select))
-            if query.get("$expand"):
-                self._expand(shown, data, query["$expand"])
-            values.append(shown)
-        body: dict[str, Any] = {
-            "@odata.context": f"{self.environment_url}{API_PREFIX}$metadata#{table.entity_set}"
-        }
-        if query.get("$count") == "true":
-            # The rows matching the filter, not just this page, at most 5,000 (Learn).
-            body["@odata.count"] = min(matched, 5000)
-        body["value"] = values
-        response_headers = {}
-        if page_size is not None:
-            response_headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
-            if end < len(rows):
-                following = {**query, "$skiptoken": str(end)}
-                encoded = "&".join(f"{k}={quote(v, safe='')}" for k, v in following.items())
-                body["@odata.nextLink"] = f"{self.environment_url}{API_PREFIX}{resource}?{encoded}"
-        response = _json_response(200, body)
-        response.headers.update(response_headers)
-        return response
-
-    def _navigate(
-        self,
-        method: str,
-        table: Table,
-        key: str,
-        rest: str,
-        query: Mapping[str, str],
-        payload: dict[str, Any],
-        references: dict[str, tuple[str, str]],
-    ) -> Response:
-        found = self._find(table, key)
-        if found is None:
-            raise self._not_found(table, key)
-        row_id = found[0]
-        if rest.startswith("Microsoft.Dynamics.CRM."):
-            operation = rest[len("Microsoft.Dynamics.CRM.") :]
-            name, _, inner = operation.partition("(")
-            return self._operation(
-                method, name, inner.rstrip(")") or None, query, payload, (table.entity_set, row_id)
-            )
-        navigation, target, ref = _parse_navigation(rest)
-        if ref and method == "POST":
-            target_set, target_id = self._resolve_url(str(payload.get("@odata.id", "")), references)
-            self.store.link(table.entity_set, row_id, navigation, target_set, target_id)
-            return Response(204)
-        if ref and method == "DELETE":
-            data = found[1]
-            if target is None and f"_{navigation}_value" in data:
-                data[f"_{navigation}_value"] = None
-                self.store.put(table.entity_set, row_id, data, table.alternate_keys)
-                return Response(204)
-            self.store.unlink(
-                table.entity_set, row_id, navigation, target.lower() if target else None
-            )
-            return Response(204)
-        if not ref and method == "GET":
-            related = []
-            for target_set, target_id in self.store.linked(table.entity_set, row_id, navigation):
-                stored = self.store.get(target_set, target_id)
-                if stored is not None:
-                    related.append(
-                        self._representation(
-                            self.tables[target_set],
-                            stored[0],
-                            stored[1],
-                            _columns(query.get("$select")),
-                        )
-                    )
-            return _json_response(200, {"value": related})
-        raise WebApiError(405, BAD_REQUEST, f"{method} is not allowed on {rest}")
-
-    # --- actions, functions, $batch -------------------------------------------------------------
 
     def _operation(
         self,
@@ -835,14 +605,14 @@ class DataverseEmulator:
     ) -> Response:
         if method == "GET" and name in self.functions:
             parameters = {
-                alias[1:]: _parse_literal(value)
+                alias[1:]: parse_literal(value)
                 for alias, value in query.items()
                 if alias.startswith("@")
             }
-            return _json_response(200, self.functions[name](bound=bound, **parameters))
+            return json_response(200, self.functions[name](bound=bound, **parameters))
         if method == "POST" and name in self.actions:
             result = self.actions[name](bound=bound, **payload)
-            return Response(204) if result is None else _json_response(200, result)
+            return Response(204) if result is None else json_response(200, result)
         raise WebApiError(404, SEGMENT_NOT_FOUND, f"Resource not found for the segment '{name}'.")
 
     def _check_service_endpoint(self, bound: tuple[str, str] | None = None) -> None:
@@ -895,222 +665,5 @@ class DataverseEmulator:
             "OrganizationId": str(self.organization_id),
         }
 
-    def _batch(self, headers: Mapping[str, str], body: bytes) -> Response:
-        try:
-            parts = read_parts(headers.get("content-type", ""), body, responses=False)
-        except ValueError as error:
-            raise WebApiError(
-                400, BAD_REQUEST, f"The $batch body is not readable: {error}"
-            ) from None
-        continue_on_error = "odata.continue-on-error" in headers.get("prefer", "")
-        inherited = {"authorization": headers.get("authorization", "")}
-        boundary = f"batchresponse_{uuid.uuid4()}"
-        chunks: list[bytes] = []
-        index = 0
-        while index < len(parts):
-            changeset = parts[index].changeset
-            if changeset is None:
-                response = self._inner(parts[index], inherited, {})
-                chunk, failed = _http_part(response, None), response.status >= 400
-                index += 1
-            else:
-                group = []
-                while index < len(parts) and parts[index].changeset == changeset:
-                    group.append(parts[index])
-                    index += 1
-                chunk, failed = self._changeset(group, inherited)
-            chunks.append(chunk)
-            if failed and not continue_on_error:
-                break
-        out = b"".join(b"--" + boundary.encode() + b"\r\n" + chunk for chunk in chunks)
-        out += b"--" + boundary.encode() + b"--\r\n"
-        response_headers = {
-            "Content-Type": f"multipart/mixed; boundary={boundary}",
-            "OData-Version": "4.0",
-        }
-        if continue_on_error:
-            response_headers["Preference-Applied"] = "odata.continue-on-error"
-        return Response(200, response_headers, out)
 
-    def _changeset(
-        self, requests: list[HttpPart], inherited: Mapping[str, str]
-    ) -> tuple[bytes, bool]:
-        references: dict[str, tuple[str, str]] = {}
-        responses: list[tuple[Response, str | None]] = []
-        pending = len(self._pending)
-        try:
-            with self.store.atomic():
-                for request in requests:
-                    response = self._inner(request, inherited, references)
-                    if response.status >= 400:
-                        raise _ChangesetFailed(response)
-                    location = response.headers.get("OData-EntityId", "")
-                    match = _SEGMENT.match(location.split(API_PREFIX)[-1]) if location else None
-                    if request.content_id and match and match.group("key"):
-                        references["$" + request.content_id] = (
-                            match.group("name"),
-                            match.group("key"),
-                        )
-                    responses.append((response, request.content_id))
-        except _ChangesetFailed as failure:
-            del self._pending[pending:]  # rolled back: nothing of it is posted
-            return _http_part(failure.response, None), True
-        boundary = f"changesetresponse_{uuid.uuid4()}"
-        inner_chunks = b"".join(
-            b"--" + boundary.encode() + b"\r\n" + _http_part(response, content_id)
-            for response, content_id in responses
-        )
-        head = f"Content-Type: multipart/mixed; boundary={boundary}\r\n\r\n".encode()
-        return head + inner_chunks + b"--" + boundary.encode() + b"--\r\n", False
-
-    def _inner(
-        self,
-        request: HttpPart,
-        inherited: Mapping[str, str],
-        references: dict[str, tuple[str, str]],
-    ) -> Response:
-        headers = {**inherited, **{name.lower(): value for name, value in request.headers.items()}}
-        split = urlsplit(request.url)
-        path = unquote(split.path)
-        resource = path.split(API_PREFIX, 1)[1] if API_PREFIX in path else path.lstrip("/")
-        query = dict(parse_qsl(split.query, keep_blank_values=True))
-        try:
-            return self._dispatch(
-                request.method, resource, query, headers, request.body, references, in_batch=True
-            )
-        except WebApiError as error:
-            return _error_response(error)
-
-
-class _ChangesetFailed(Exception):
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _etag(version: int) -> str:
-    return f'W/"{version}"'
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        loaded = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise WebApiError(
-            400, BAD_REQUEST, f"The request body is not valid JSON: {error}"
-        ) from None
-    if not isinstance(loaded, dict):
-        raise WebApiError(400, BAD_REQUEST, "The request body must be a JSON object")
-    return loaded
-
-
-def _json_response(status: int, body: Any) -> Response:
-    return Response(
-        status,
-        {"Content-Type": "application/json; odata.metadata=minimal", "OData-Version": "4.0"},
-        orjson.dumps(body),
-    )
-
-
-def _error_response(error: WebApiError) -> Response:
-    request_id = str(uuid.uuid4())
-    headers = {
-        "Content-Type": "application/json",
-        "x-ms-service-request-id": request_id,
-        "REQ_ID": request_id,
-        **error.headers,
-    }
-    body = {"error": {"code": error.code, "message": error.message}}
-    return Response(error.status, headers, orjson.dumps(body))
-
-
-def _http_part(response: Response, content_id: str | None) -> bytes:
-    lines = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
-    if content_id:
-        lines.append(f"Content-ID: {content_id}")
-    lines += ["", f"HTTP/1.1 {response.status} {_REASONS.get(response.status, '')}".rstrip()]
-    lines += [f"{name}: {value}" for name, value in response.headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + response.body + b"\r\n"
-
-
-def _parse_literal(raw: str) -> Any:
-    raw = raw.strip()
-    if raw.startswith("'") and raw.endswith("'"):
-        return raw[1:-1].replace("''", "'")
-    if raw in ("true", "false"):
-        return raw == "true"
-    if raw == "null":
-        return None
-    if _GUID.fullmatch(raw):
-        return raw.lower()
-    try:
-        return int(raw)
-    except ValueError:
-        try:
-            return float(raw)
-        except ValueError:
-            return raw
-
-
-def _parse_key(key: str) -> dict[str, Any]:
-    """`name='a',number=2` -> {"name": "a", "number": 2} (commas inside quotes allowed)."""
-    found: dict[str, Any] = {}
-    for part in _split_top_level(key):
-        column, _, value = part.partition("=")
-        if not column or not value:
-            raise WebApiError(400, BAD_REQUEST, f"Cannot read the key '{key}'")
-        found[column.strip()] = _parse_literal(value)
-    return found
-
-
-def _split_top_level(text: str) -> list[str]:
-    parts, depth, quoted, current = [], 0, False, ""
-    for char in text:
-        if char == "'":
-            quoted = not quoted
-        elif not quoted and char == "(":
-            depth += 1
-        elif not quoted and char == ")":
-            depth -= 1
-        if char == "," and depth == 0 and not quoted:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    if current:
-        parts.append(current)
-    return [part.strip() for part in parts if part.strip()]
-
-
-def _columns(select: str | None) -> list[str] | None:
-    return [column.strip() for column in select.split(",")] if select else None
-
-
-def _max_page_size(headers: Mapping[str, str]) -> int | None:
-    match = re.search(r"odata\.maxpagesize=(\d+)", headers.get("prefer", ""))
-    return int(match.group(1)) if match else None
-
-
-def _without_context(row: dict[str, Any]) -> dict[str, Any]:
-    row.pop("@odata.context", None)
-    return row
-
-
-def _parse_navigation(rest: str) -> tuple[str, str | None, bool]:
-    """`nav/$ref` -> (nav, None, True); `nav(<id>)/$ref` -> (nav, id, True);
-    `nav` -> (nav, None, False)."""
-    ref = rest.endswith("/$ref")
-    if ref:
-        rest = rest[: -len("/$ref")]
-    name, _, inner = rest.partition("(")
-    return name, inner.rstrip(")") or None, ref
-
-
-__all__ = ["API_PREFIX", "DataverseEmulator", "RecordedRequest", "Response", "header"]
+__all__ = ["API_PREFIX", "DataverseEmulator", "RecordedRequest", "Response"]
