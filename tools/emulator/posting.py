@@ -20,8 +20,9 @@ upsert), every enabled step on that message and table posts one context to its e
   reached (`unreachable_endpoints`), and then no message is delivered.
 
 Messages land in a `LocalBroker`, one queue per entity path, which the demo and tests drain
-through the app's own Service Bus handling. Only the JSON message format is posted (the format
-`tools.endpoints` registers); an endpoint in another format gets a Failed job that says so.
+through the app's own Service Bus handling, in the endpoint's message format: JSON (2), XML (3)
+or .NET binary (1), written by tools/emulator/formats.py and checked against Microsoft's
+serializers (tests/fixtures/emulator, tools/fixturegen).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tools.emulator.contexts import (
     reference,
     truncated,
 )
+from tools.emulator.formats import to_binary, to_xml
 
 if TYPE_CHECKING:
     from tools.emulator.app import DataverseEmulator
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 MAX_MESSAGE_BYTES = 192 * 1024  # Learn: larger contexts are posted without their parameters
 SUCCEEDED, FAILED = 30, 31  # asyncoperation.statuscode
-JSON_FORMAT = 2
+BINARY_FORMAT, JSON_FORMAT, XML_FORMAT = 1, 2, 3  # serviceendpoint.messageformat
 IMAGE_PRE, IMAGE_POST, IMAGE_BOTH = 0, 1, 2
 ASYNC_MODE = 1
 NO_KEY = (
@@ -114,6 +116,15 @@ class Write:
     identity: Identity
     tag: str | None
     headers: Mapping[str, str]
+
+
+def encoded(context: dict[str, Any], message_format: int) -> tuple[bytes, str]:
+    """The body and content type of a context in serviceendpoint.messageformat's format."""
+    if message_format == XML_FORMAT:
+        return to_xml(context), "application/xml"
+    if message_format == BINARY_FORMAT:
+        return to_binary(to_xml(context)), "application/msbin1"
+    return orjson.dumps(context), "application/json"
 
 
 class Poster:
@@ -250,13 +261,12 @@ class Poster:
             failure = NO_KEY
         elif name in self.emulator.unreachable_endpoints:
             failure = UNREACHABLE.format(name=name, address=endpoint.get("namespaceaddress"))
-        elif endpoint.get("messageformat", JSON_FORMAT) != JSON_FORMAT:
-            failure = "the emulator posts the JSON message format only (messageformat 2)"
         context = self._context(step, write)
-        body = orjson.dumps(context)
+        message_format = int(endpoint.get("messageformat", JSON_FORMAT))
+        body, content_type = encoded(context, message_format)
         properties = self._claims(endpoint, write)
         if len(body) > MAX_MESSAGE_BYTES:
-            body = orjson.dumps(truncated(context))
+            body, content_type = encoded(truncated(context), message_format)
             properties["MessageMaxSizeExceeded"] = "true"
         self._record_job(step, write, failure, context["OperationId"])
         if failure is not None:
@@ -268,7 +278,7 @@ class Poster:
                 contract=int(endpoint.get("contract", 6)),
                 path=str(endpoint.get("path", "")),
                 body=body,
-                content_type="application/json",
+                content_type=content_type,
                 application_properties=properties,
                 message_id=str(uuid.uuid4()),
                 sequence_number=self._sequence,
