@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from tools.emulator import DataverseEmulator
 
+# The routes steps are derived from in these tests (not handlers/, which a project grows).
+REGISTRATION_HANDLERS = "tests.registration_handlers"
+
 SDK_MESSAGES = {
     "Create": ["account", "contact"],
     "Update": ["account", "contact"],

@@ -11,7 +11,7 @@ import pytest
 from shared.dataverse import DataverseClient
 from shared.registration import EnvironmentSpec, SpecError, load_environment
 from tests.dataverse_doubles import TokenIssuer, emulated_client
-from tests.registration import environment, sas_key
+from tests.registration import REGISTRATION_HANDLERS, environment, sas_key
 from tools.emulator import DataverseEmulator
 from tools.endpoints import read_vault_secret, reconcile, secret_url, vault_scope
 
@@ -29,7 +29,7 @@ async def client(emulator: DataverseEmulator) -> AsyncIterator[DataverseClient]:
 
 @pytest.fixture
 def spec() -> EnvironmentSpec:
-    return load_environment("dev")
+    return load_environment("dev", handlers=REGISTRATION_HANDLERS)
 
 
 async def test_plan_on_an_empty_environment_lists_everything_and_writes_nothing(

@@ -19,7 +19,7 @@ from shared.dataverse import DataverseClient, RequestOptions
 from shared.events import DataverseEvent
 from shared.health import run_checks
 from shared.registration import load_environment
-from tests.registration import environment, sas_key
+from tests.registration import REGISTRATION_HANDLERS, environment, sas_key
 from tools import demo
 from tools.emulator import AnyToken, DataverseEmulator
 from tools.emulator.posting import MAX_MESSAGE_BYTES, NO_KEY, PostedMessage
@@ -38,7 +38,8 @@ def client(emulator: DataverseEmulator, token: str) -> DataverseClient:
 async def registered(environment_name: str = "dev") -> DataverseEmulator:
     emulator = environment()
     async with client(emulator, "pipeline") as pipeline:
-        await reconcile(pipeline, load_environment(environment_name), apply=True, sas_key=sas_key)
+        spec = load_environment(environment_name, handlers=REGISTRATION_HANDLERS)
+        await reconcile(pipeline, spec, apply=True, sas_key=sas_key)
     return emulator
 
 
@@ -131,7 +132,9 @@ async def test_an_endpoint_without_a_key_fails_its_jobs_and_the_health_check_say
 
     async with client(emulator, "monitor") as monitor:
         results = await run_checks(
-            monitor, load_environment("dev"), since=datetime.now(UTC) - timedelta(minutes=5)
+            monitor,
+            load_environment("dev", handlers=REGISTRATION_HANDLERS),
+            since=datetime.now(UTC) - timedelta(minutes=5),
         )
     failed = [r for r in results if r.check == "failed-jobs" and not r.ok]
     assert len(failed) == 1

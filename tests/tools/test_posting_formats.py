@@ -18,7 +18,7 @@ import pytest
 from shared.context import parse_context
 from shared.dataverse import DataverseClient
 from shared.registration import load_environment
-from tests.registration import environment, sas_key
+from tests.registration import REGISTRATION_HANDLERS, environment, sas_key
 from tools.emulator import AnyToken, DataverseEmulator
 from tools.emulator.formats import to_binary, to_xml
 from tools.endpoints import reconcile
@@ -79,7 +79,8 @@ async def test_an_endpoint_in_another_format_is_posted_in_it(
         auth=AnyToken("pipeline"),
         transport=httpx.ASGITransport(app=emulator),
     ) as client:
-        await reconcile(client, load_environment("dev"), apply=True, sas_key=sas_key)
+        spec = load_environment("dev", handlers=REGISTRATION_HANDLERS)
+        await reconcile(client, spec, apply=True, sas_key=sas_key)
         (row,), _ = zip(*emulator.store.all("serviceendpoints"), strict=True)
         row["messageformat"] = message_format
         emulator.store.put("serviceendpoints", row["serviceendpointid"], row)
