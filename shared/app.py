@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import observability
+from shared.canary import CanaryStore, InMemoryCanaryStore, TableCanaryStore
 from shared.dataverse import DataverseClient, create_client
 from shared.dispatch import Dispatcher
 from shared.events import DataverseEvent
@@ -28,6 +29,7 @@ class Runtime:
     router: Router
     dispatcher: Dispatcher
     _poison: PoisonStore | None = field(default=None, repr=False)
+    handlers: str = "handlers"
 
     @property
     def poison(self) -> PoisonStore:
@@ -41,9 +43,11 @@ class Runtime:
         from shared.registration import load_environment
 
         assert self.settings.environment_name is not None
-        spec = load_environment(self.settings.environment_name)
+        spec = load_environment(self.settings.environment_name, handlers=self.handlers)
         since = datetime.now(UTC) - timedelta(minutes=self.settings.health_lookback_minutes)
-        return await run_checks(self.dispatcher.dataverse, spec, since=since)
+        return await run_checks(
+            self.dispatcher.dataverse, spec, since=since, canaries=self.dispatcher.canaries
+        )
 
     def event_hub_batch(self, events: Sequence[Any]) -> tuple[list[DataverseEvent], str | None]:
         """Events of one `cardinality="many"` invocation with their application properties,
@@ -80,8 +84,16 @@ def build(
         dataverse or (lambda: create_client(settings)),
         settings,
         idempotency=idempotency or make_idempotency_store(settings),
+        canaries=make_canary_store(settings),
     )
-    return Runtime(settings, router, dispatcher, poison)
+    return Runtime(settings, router, dispatcher, poison, handlers)
+
+
+def make_canary_store(settings: Settings) -> CanaryStore:
+    """Beside the idempotency claims: every instance and the health timer share it."""
+    if settings.idempotency_store == "memory":
+        return InMemoryCanaryStore()
+    return TableCanaryStore(table_client(settings, settings.idempotency_table))
 
 
 def make_idempotency_store(settings: Settings) -> IdempotencyStore:

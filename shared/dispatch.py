@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from shared.canary import CanaryStore, Mark, canary_nonce
 from shared.context import RemoteExecutionContext
 from shared.dataverse import DataverseClient
 from shared.deadlines import Deadlines
@@ -107,6 +109,14 @@ class DispatchStats:
         self.outcomes[name] = self.outcomes.get(name, 0) + 1
 
 
+@dataclass(frozen=True)
+class Canary:
+    """A canary event, recognised before any guard or handler (shared/canary.py)."""
+
+    path: str
+    nonce: str
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -118,6 +128,8 @@ class Dispatcher:
         claim_wait_seconds: float = 2.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         deadlines: Deadlines | None = None,
+        canaries: CanaryStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`dataverse` may be a factory: the client is built on the first event that needs
         one, so indexing and tests without DATAVERSE_URL still work."""
@@ -144,6 +156,8 @@ class Dispatcher:
         self._deadlines = deadlines or Deadlines()
         self._dataverse = dataverse
         self._sleep = sleep
+        self.canaries = canaries
+        self._clock = clock
 
     @property
     def dataverse(self) -> DataverseClient:
@@ -158,6 +172,8 @@ class Dispatcher:
             decided = self._admit(event, scope)
             if isinstance(decided, tuple):
                 outcome = await self._run(event, *decided, scope)
+            elif isinstance(decided, Canary):
+                outcome = await self._arrived(decided)
             else:
                 outcome = decided
         finally:
@@ -165,9 +181,19 @@ class Dispatcher:
         self.stats.count(outcome)
         return outcome
 
+    async def _arrived(self, canary: Canary) -> Outcome:
+        """Record a canary's arrival for the health run; a failed write is retried with the
+        message, so an arrival is never lost to a storage hiccup."""
+        if self.canaries is not None:
+            try:
+                await self.canaries.arrived(canary.path, Mark(canary.nonce, self._clock()))
+            except Exception as error:
+                return Retry("StoreUnavailable", f"could not record the canary: {error!r}")
+        return Skipped("Canary", f"canary {canary.nonce} through {_printable(canary.path)}")
+
     def _admit(
         self, event: DataverseEvent, scope: EventScope
-    ) -> Outcome | tuple[RemoteExecutionContext, tuple[Route, ...]]:
+    ) -> Outcome | Canary | tuple[RemoteExecutionContext, tuple[Route, ...]]:
         """Decode, guard and route: the outcome when no handler is to run, else the context
         and its routes. Synchronous on purpose: most events of a busy queue end here."""
         try:
@@ -178,6 +204,8 @@ class Dispatcher:
         except InvalidMessage as error:
             logger.warning("dead-lettering an unreadable message: %s", error.reason)
             return DeadLetter(error.reason, _clip(error.message))
+        if isinstance(refused, Canary):
+            return refused
         if refused is not None:
             logger.info("event %s: %s", type(refused).__name__.lower(), refused.reason)
             return refused
@@ -226,7 +254,7 @@ class Dispatcher:
             ),
         )
 
-    def _check_loop(self, context: RemoteExecutionContext) -> Skipped | None:
+    def _check_loop(self, context: RemoteExecutionContext) -> Skipped | Canary | None:
         """Our own change: initiated by this app's application user. The write tag alone never
         skips: any caller can set `tag` on a Web API call, so a person's tagged change would
         be hidden from every handler. The initiating user is set by Dataverse, not the caller."""
@@ -236,6 +264,12 @@ class Dispatcher:
         initiator = context.raw("InitiatingUserAzureActiveDirectoryObjectId")
         if not (isinstance(initiator, str) and initiator.lower() == app_user):
             return None
+        shared = context.raw("SharedVariables")
+        nonce = canary_nonce(shared)
+        if nonce is not None:
+            step = context.raw("OwningExtension")
+            path = str(step.get("Name") or step.get("Id")) if isinstance(step, dict) else "?"
+            return Canary(path, nonce)
         tag = self.settings.write_tag
         tagged = bool(tag) and _carries_tag(
             context.raw("SharedVariables"), context.raw("ParentContext"), tag

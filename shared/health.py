@@ -12,6 +12,9 @@ looks at one such cause and reports it by name:
     failed-jobs        no system job of those steps failed since the last check
     dead-letters       the queue or subscription has no dead letters (with management rights)
 
+and, looking at delivery itself (shared/health_delivery.py): waiting-jobs, flow-on,
+connection, queue-age, secret-expiry and canary.
+
 Each result is logged as one structured line, and failures are counted as a metric.
 """
 
@@ -20,14 +23,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from shared.dataverse import DataverseClient
 from shared.dataverse.addressing import literal
 from shared.errors import DataverseError
 from shared.registration import EndpointSpec, EnvironmentSpec
+
+if TYPE_CHECKING:
+    from shared.canary import CanaryStore
+    from shared.health_delivery import DeliveryProbes
 
 logger = logging.getLogger("dataverse.health")
 
@@ -53,7 +60,13 @@ async def run_checks(
     *,
     since: datetime,
     dead_letters: DeadLetterCounter | None = None,
+    canaries: CanaryStore | None = None,
+    probes: DeliveryProbes | None = None,
+    now: datetime | None = None,
 ) -> list[CheckResult]:
+    from shared.health_delivery import canary_round, flow_checks, probe_checks
+
+    now = now or datetime.now(UTC)
     results: list[CheckResult] = []
     try:
         who = await client.function("WhoAmI")
@@ -69,16 +82,24 @@ async def run_checks(
         _publish(results)
         return results  # nothing else can be read
     for endpoint in spec.endpoints:
-        results.extend(await _endpoint_checks(client, endpoint, since))
+        results.extend(await _endpoint_checks(client, endpoint, since, now))
         if dead_letters is not None and endpoint.contract in ("queue", "topic"):
             results.append(await _dead_letter_check(endpoint, dead_letters))
+    results.extend(await flow_checks(client, spec))
+    if probes is not None:
+        results.extend(await probe_checks(spec, probes, now))
+    if canaries is not None:
+        failed = [result for result in results if not result.ok]
+        results.extend(await canary_round(client, spec, canaries, now, failed))
     _publish(results)
     return results
 
 
 async def _endpoint_checks(
-    client: DataverseClient, endpoint: EndpointSpec, since: datetime
+    client: DataverseClient, endpoint: EndpointSpec, since: datetime, now: datetime
 ) -> list[CheckResult]:
+    from shared.health_delivery import waiting_jobs
+
     results = []
     found = await client.first(
         "serviceendpoints",
@@ -132,7 +153,9 @@ async def _endpoint_checks(
                 "enabled" if enabled else "disabled: nothing is posted",
             )
         )
-        results.append(await _failed_jobs(client, name, step["sdkmessageprocessingstepid"], since))
+        step_id = step["sdkmessageprocessingstepid"]
+        results.append(await _failed_jobs(client, name, step_id, since))
+        results.append(await waiting_jobs(client, name, step_id, now))
     return results
 
 

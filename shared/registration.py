@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,40 @@ class StepSpec:
     source: str = "file"  # "routes": derived from the handlers (shared/steps.py)
     routes: tuple[str, ...] = ()  # the handlers a derived step feeds
     declared: frozenset[str] = frozenset()  # the settings the file gave (they override)
+    canary: bool = False  # the step the canary comes through (shared/canary.py)
 
     def name(self, endpoint: str) -> str:
         """The step's name in Dataverse: how plan, apply and the health monitor find it."""
+        if self.canary:
+            return f"{endpoint}: canary ({self.message} of {self.entity})"
         return f"{endpoint}: {self.message} of {self.entity}"
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """A Power Automate cloud flow that publishes rows to the app's queue."""
+
+    name: str  # the flow's display name (workflow.name)
+    connection_reference: str | None = None  # its Service Bus connection reference (logical name)
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    """The row the health run changes on purpose, and the column it writes."""
+
+    table: str  # logical name
+    entity_set: str
+    row_id: str
+    column: str
+
+    def step(self) -> StepSpec:
+        return StepSpec(
+            message="Update",
+            entity=self.table,
+            filtering_attributes=(self.column,),
+            source="canary",
+            canary=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,8 @@ class EnvironmentSpec:
     solution: str | None = None
     endpoints: tuple[EndpointSpec, ...] = field(default_factory=tuple)
     exclude_routes: tuple[str, ...] = ()  # handlers not fed in this environment
+    canary: CanarySpec | None = None
+    flows: tuple[FlowSpec, ...] = ()
     routes: tuple[Any, ...] = ()  # the routes its steps were derived from (shared.routing.Route)
 
 
@@ -216,4 +248,26 @@ def parse_environment(name: str, document: Mapping[str, Any], where: str = "") -
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: endpoint names must be unique")
     excluded = tuple(str(route) for route in document.get("exclude_routes", []))
-    return EnvironmentSpec(name, url, document.get("solution"), tuple(endpoints), excluded)
+    canary = None
+    if "canary" in document:
+        raw = document["canary"]
+        table = str(need(raw, "table", "[canary]")).lower()
+        canary = CanarySpec(
+            table=table,
+            entity_set=str(raw.get("entity_set") or f"{table}s"),
+            row_id=str(need(raw, "row", "[canary]")).lower(),
+            column=str(raw.get("column", "description")).lower(),
+        )
+        endpoints = [
+            replace(endpoint, steps=(*endpoint.steps, canary.step())) for endpoint in endpoints
+        ]
+    flows = tuple(
+        FlowSpec(
+            name=str(need(raw, "name", f"flows[{index}]")),
+            connection_reference=raw.get("connection_reference"),
+        )
+        for index, raw in enumerate(document.get("flows", []))
+    )
+    return EnvironmentSpec(
+        name, url, document.get("solution"), tuple(endpoints), excluded, canary=canary, flows=flows
+    )

@@ -88,12 +88,17 @@ def override(derived: StepSpec, declared: StepSpec) -> StepSpec:
 def merge_steps(derived: Sequence[StepSpec], declared: Sequence[StepSpec]) -> tuple[StepSpec, ...]:
     """The derived steps, each overridden by the file's step of the same key, then the file's
     other steps."""
-    by_key = {step_key(step.entity, step.message, step.stage): step for step in declared}
+    by_key = {
+        step_key(step.entity, step.message, step.stage): step
+        for step in declared
+        if not step.canary  # the canary's own step is never an override
+    }
     merged = []
     for step in derived:
         found = by_key.pop(step_key(step.entity, step.message, step.stage), None)
         merged.append(step if found is None else override(step, found))
-    return (*merged, *(step for step in declared if step in by_key.values()))
+    extra = [step for step in declared if step.canary or step in by_key.values()]
+    return (*merged, *extra)
 
 
 def _image_columns(step: StepSpec, name: str, kinds: set[str]) -> frozenset[str] | None:

@@ -32,11 +32,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
-
-import httpx
-from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.dataverse import DataverseClient, RequestOptions, create_client
 from shared.dataverse.addressing import literal
@@ -51,6 +47,7 @@ from shared.registration import (
 )
 from shared.settings import Settings
 from shared.steps import uncovered
+from shared.vault import read_vault_secret, secret_url
 
 KeySource = Callable[[EndpointSpec], Awaitable[str]]
 
@@ -301,47 +298,6 @@ async def key_from_configuration(endpoint: EndpointSpec) -> str:
             return await read_vault_secret(secret_url(endpoint.sas_key_vault), credential)
     except SpecError as error:
         raise SpecError(f"endpoint {endpoint.name}: {error}") from None
-
-
-def secret_url(reference: str) -> str:
-    """`<vault>/<secret>` is a vault of Azure's public cloud; a URL is taken as it is
-    (`https://<vault>.vault.usgovcloudapi.net/secrets/<secret>`, with or without a version)."""
-    if "://" in reference:
-        return reference.rstrip("/")
-    vault, _, secret = reference.partition("/")
-    return f"https://{vault}.vault.azure.net/secrets/{secret}"
-
-
-def vault_scope(url: str) -> str:
-    """The token scope of the vault's cloud: `<vault>.vault.azure.net` -> `vault.azure.net`."""
-    host = urlsplit(url).hostname or ""
-    return f"https://{host.partition('.')[2]}/.default"
-
-
-async def read_vault_secret(
-    url: str,
-    credential: AsyncTokenCredential,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> str:
-    """A secret's current value through Key Vault's REST API (GET secret, 7.4)."""
-    token = await credential.get_token(vault_scope(url))
-    async with httpx.AsyncClient(transport=transport) as http:
-        response = await http.get(
-            url,
-            params={"api-version": "7.4"},
-            headers={"Authorization": f"Bearer {token.token}"},
-        )
-    if response.status_code != 200:
-        # 401/403: the caller lacks "Key Vault Secrets User" on the vault; 404: no such secret.
-        raise SpecError(f"Key Vault answered {response.status_code} for {url}")
-    try:
-        value = response.json()["value"]
-    except (ValueError, KeyError, TypeError):
-        raise SpecError(f"Key Vault sent no secret value for {url}") from None
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"the secret at {url} is empty")
-    return value
 
 
 async def reconcile(

@@ -1,6 +1,6 @@
 """Check that Dataverse still posts to this app, for a pipeline or an operator.
 
-    python -m tools.health --env dev [--since-minutes 60] [--dead-letters]
+    python -m tools.health --env dev [--since-minutes 60] [--dead-letters] [--delivery]
 
 Prints one line per check (see shared/health.py) and exits 1 when any fails.
 """
@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         help="count each queue's and subscription's dead letters too (needs Service Bus Data "
         "Owner on the entity)",
     )
+    parser.add_argument(
+        "--delivery",
+        action="store_true",
+        help="also read the queue's oldest message (queue-age) and the send key's expiry "
+        "(secret-expiry) from Azure with your identity (Service Bus Data Owner on the queue, "
+        "Key Vault Secrets User)",
+    )
     args = parser.parse_args(argv)
     try:
         spec = load_environment(args.env)
@@ -50,12 +57,25 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> list[CheckResult]:
         since = datetime.now(UTC) - timedelta(minutes=args.since_minutes)
         async with create_client(Settings(dataverse_url=spec.dataverse_url)) as client:
-            return await run_checks(
-                client,
-                spec,
-                since=since,
-                dead_letters=service_bus_dead_letters if args.dead_letters else None,
-            )
+            if not args.delivery:
+                return await run_checks(
+                    client,
+                    spec,
+                    since=since,
+                    dead_letters=service_bus_dead_letters if args.dead_letters else None,
+                )
+            from azure.identity.aio import DefaultAzureCredential
+
+            from shared.health_azure import AzureProbes
+
+            async with DefaultAzureCredential() as credential:
+                return await run_checks(
+                    client,
+                    spec,
+                    since=since,
+                    dead_letters=service_bus_dead_letters if args.dead_letters else None,
+                    probes=AzureProbes(credential),
+                )
 
     results = asyncio.run(run())
     healthy = all(result.ok for result in results)

@@ -10,10 +10,11 @@ import pytest
 
 from shared.dataverse import DataverseClient
 from shared.registration import EnvironmentSpec, SpecError, load_environment
+from shared.vault import read_vault_secret, secret_url, vault_scope
 from tests.dataverse_doubles import TokenIssuer, emulated_client
 from tests.registration import REGISTRATION_HANDLERS, environment, sas_key
 from tools.emulator import DataverseEmulator
-from tools.endpoints import read_vault_secret, reconcile, secret_url, vault_scope
+from tools.endpoints import reconcile
 
 
 @pytest.fixture
@@ -211,3 +212,18 @@ async def test_key_vault_refusals_say_what_went_wrong(answer: httpx.Response, me
     url = "https://kv.vault.azure.net/secrets/key"
     with pytest.raises(SpecError, match=message):
         await read_vault_secret(url, TokenIssuer(), transport=transport)
+
+
+async def test_the_send_keys_expiry_is_read_for_the_health_check() -> None:
+    from datetime import UTC, datetime
+
+    from shared.health_azure import AzureProbes
+
+    expires = datetime(2027, 5, 1, tzinfo=UTC)
+    answer = {"value": "k", "attributes": {"enabled": True, "exp": int(expires.timestamp())}}
+    transport, _ = vault({"/secrets/dataverse-send-key": httpx.Response(200, json=answer)})
+    endpoint = load_environment("dev").endpoints[0]
+    probes = AzureProbes(TokenIssuer(), transport=transport)
+    assert await probes.secret_expires(endpoint) == expires
+    keyless = dataclasses.replace(endpoint, sas_key_vault=None, sas_key_env="KEY")
+    assert await probes.secret_expires(keyless) is None  # nothing to read: no check

@@ -141,14 +141,15 @@ async def test_an_endpoint_without_a_key_fails_its_jobs_and_the_health_check_say
     assert "no SAS key" in failed[0].detail
 
 
-async def test_an_unreachable_endpoint_fails_its_jobs_with_a_network_error() -> None:
+async def test_an_unreachable_endpoint_leaves_its_jobs_waiting_after_a_network_error() -> None:
     emulator = await registered()
     emulator.unreachable_endpoints.add("contoso-events")
     async with client(emulator, "nancy") as person:
         await person.create("accounts", {"name": "Northwind"})
     (job,) = emulator.rows("asyncoperations")
-    assert job["statuscode"] == 31
+    assert (job["statecode"], job["statuscode"]) == (1, 10)  # Suspended, Waiting: retried
     assert "network error" in job["message"]
+    assert emulator.broker.pending(PATH) == 0
 
 
 async def test_bypassing_custom_async_logic_posts_nothing() -> None:

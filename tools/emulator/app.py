@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -90,13 +91,16 @@ class DataverseEmulator:
             self.user_id, uuid.UUID("0b000000-0000-4000-8000-0000000000ee"), "Emulator User"
         )
         self.identities: dict[str, Identity] = {}
-        # Events posted for the steps registered through the Web API (tools/emulator/posting.py).
+        # Events posted for the steps registered through the Web API (tools/emulator/posting.py),
+        # their system jobs and enqueued times by this clock (a drill moves it).
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.poster = Poster(self)
         self._pending: list[Write] = []
         self.actions: dict[str, Callable[..., Any]] = {}
         self.functions: dict[str, Callable[..., Any]] = {"WhoAmI": self._who_am_i}
         self.actions["TriggerServiceEndpointCheck"] = self._check_service_endpoint
-        # Service endpoints whose check fails as Dataverse reports an unreachable namespace.
+        # Service endpoints (ids or names) Dataverse cannot reach: their check fails, and their
+        # posts are left waiting.
         self.unreachable_endpoints: set[str] = set()
         self.faults = Faults(seed)
         self.in_flight = 0
@@ -629,7 +633,7 @@ class DataverseEmulator:
             raise WebApiError(
                 400, BAD_REQUEST, "The service endpoint has no SAS key: posting fails"
             )
-        if bound[1] in self.unreachable_endpoints:
+        if {bound[1], found[0].get("name")} & self.unreachable_endpoints:  # by id or name
             raise WebApiError(
                 400,
                 BAD_REQUEST,

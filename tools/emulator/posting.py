@@ -16,8 +16,9 @@ upsert), every enabled step on that message and table posts one context to its e
   InitiatingUserAgent), and MessageMaxSizeExceeded when the context was over 192 KB and was
   cut down to its header;
 - every post is a system job (`asyncoperations`, operation type 1, owned by the step):
-  Succeeded, or Failed with Dataverse's error text when the endpoint has no key or cannot be
-  reached (`unreachable_endpoints`), and then no message is delivered.
+  Succeeded; Failed with Dataverse's error text when the endpoint has no key; left Waiting
+  (Suspended, to be retried) after a network error, when the endpoint cannot be reached
+  (`unreachable_endpoints`), as Learn describes. Then no message is delivered.
 
 Messages land in a `LocalBroker`, one queue per entity path, which the demo and tests drain
 through the app's own Service Bus handling, in the endpoint's message format: JSON (2), XML (3)
@@ -31,7 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
 
 CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 MAX_MESSAGE_BYTES = 192 * 1024  # Learn: larger contexts are posted without their parameters
-SUCCEEDED, FAILED = 30, 31  # asyncoperation.statuscode
+SUCCEEDED, FAILED, WAITING = 30, 31, 10  # asyncoperation.statuscode
+COMPLETED, SUSPENDED = 3, 1  # asyncoperation.statecode
 BINARY_FORMAT, JSON_FORMAT, XML_FORMAT = 1, 2, 3  # serviceendpoint.messageformat
 IMAGE_PRE, IMAGE_POST, IMAGE_BOTH = 0, 1, 2
 ASYNC_MODE = 1
@@ -256,11 +258,12 @@ class Poster:
         if endpoint is None:
             return
         name = str(endpoint.get("name", ""))
-        failure = None
+        failure, waiting = None, False
         if not endpoint.get("issaskeyset"):
             failure = NO_KEY
         elif name in self.emulator.unreachable_endpoints:
             failure = UNREACHABLE.format(name=name, address=endpoint.get("namespaceaddress"))
+            waiting = True
         context = self._context(step, write)
         message_format = int(endpoint.get("messageformat", JSON_FORMAT))
         body, content_type = encoded(context, message_format)
@@ -268,7 +271,7 @@ class Poster:
         if len(body) > MAX_MESSAGE_BYTES:
             body, content_type = encoded(truncated(context), message_format)
             properties["MessageMaxSizeExceeded"] = "true"
-        self._record_job(step, write, failure, context["OperationId"])
+        self._record_job(step, write, failure, context["OperationId"], waiting=waiting)
         if failure is not None:
             return
         self._sequence += 1
@@ -282,7 +285,7 @@ class Poster:
                 application_properties=properties,
                 message_id=str(uuid.uuid4()),
                 sequence_number=self._sequence,
-                enqueued_time_utc=datetime.now(UTC),
+                enqueued_time_utc=self.emulator.clock(),
             )
         )
 
@@ -300,19 +303,25 @@ class Poster:
         return claims
 
     def _record_job(
-        self, step: Mapping[str, Any], write: Write, failure: str | None, operation_id: str
+        self,
+        step: Mapping[str, Any],
+        write: Write,
+        failure: str | None,
+        operation_id: str,
+        *,
+        waiting: bool = False,
     ) -> None:
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        now = self.emulator.clock().isoformat().replace("+00:00", "Z")
         job_id = str(uuid.uuid4())
         row = {
             "asyncoperationid": job_id,
             "name": str(step.get("name", "")),
             "operationtype": 1,  # System Event
-            "statecode": 3,  # Completed
-            "statuscode": FAILED if failure else SUCCEEDED,
+            "statecode": SUSPENDED if waiting else COMPLETED,
+            "statuscode": WAITING if waiting else FAILED if failure else SUCCEEDED,
             "message": failure,
             "friendlymessage": failure,
-            "completedon": now,
+            "completedon": None if waiting else now,
             "createdon": now,
             "correlationid": operation_id,
             "_owningextensionid_value": str(step["sdkmessageprocessingstepid"]),
