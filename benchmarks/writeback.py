@@ -6,6 +6,9 @@
     ratio, and how close the concurrent run comes to the ideal of `limit / latency`.
 The emulator adds `--latency` seconds to every HTTP request (a `$batch` pays it once); it does
 not model Dataverse's own execution time per operation, which a batch does not save.
+(c) Client CPU per request against the emulator in its own process (so this process's CPU is
+    the client's), beside bare httpx sending the same POSTs in the same run: tracked, not yet
+    targeted (the issue's target is the PowerPlatform-Dataverse-Client SDK's async client).
 Targets: batch sends <= 1% of the requests and is >= 10x faster; concurrent writes reach >= 80%
 of the ideal. The last line is machine-readable.
 
@@ -16,7 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 
 import httpx
 
@@ -83,6 +91,61 @@ async def concurrent_versus_sequential(
     return concurrent, sequential
 
 
+@contextlib.contextmanager
+def emulator_server(latency: float) -> Iterator[str]:
+    """The emulator in its own process on a free loopback port, so that this process's CPU
+    time is the client's alone."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tools.emulator", "--port", str(port), "--latency", str(latency)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("the emulator did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def client_cpu_per_request(url: str, limit: int, count: int) -> tuple[float, float]:
+    """CPU seconds per create in this process: our client, then bare httpx sending the same
+    POSTs through the same kind of pool (the baseline, measured in the same run)."""
+    body = {"name": "cpu"}
+    async with DataverseClient(url, auth=AnyToken(), max_concurrency=limit) as client:
+        await client.create("accounts", body)  # warm: connections, imports
+        started = time.process_time()
+        await asyncio.gather(*(client.create("accounts", body) for _ in range(count)))
+        ours = (time.process_time() - started) / count
+    gate = asyncio.Semaphore(limit)
+    async with httpx.AsyncClient(
+        base_url=url + "/api/data/v9.2/",
+        headers={"Authorization": "Bearer x"},
+        limits=httpx.Limits(max_connections=limit * 2),
+    ) as http:
+
+        async def post() -> None:
+            async with gate:
+                response = await http.post("accounts", json=body)
+                response.raise_for_status()
+
+        await post()
+        started = time.process_time()
+        await asyncio.gather(*(post() for _ in range(count)))
+        bare = (time.process_time() - started) / count
+    return ours, bare
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
@@ -90,6 +153,9 @@ async def main() -> None:
     parser.add_argument("--upserts", type=int, default=1000, help="upserts in the $batch run")
     parser.add_argument("--writes", type=int, default=500, help="writes in the concurrent run")
     parser.add_argument("--sequential", type=int, default=60, help="writes in the sequential run")
+    parser.add_argument(
+        "--cpu-requests", type=int, default=2000, help="creates in the CPU measurement (c)"
+    )
     args = parser.parse_args()
 
     single_s, batch_s, single_n, batch_n = await batch_versus_single(
@@ -117,9 +183,17 @@ async def main() -> None:
         f"    ratio {concurrent / sequential:.1f}x; ideal {ideal:.0f}/s; "
         f"efficiency {efficiency:.0%} (target >= 80%)"
     )
+    with emulator_server(0.0) as url:
+        ours, bare = await client_cpu_per_request(url, args.limit, args.cpu_requests)
+    print(f"(c) client CPU per create, {args.cpu_requests} creates at limit {args.limit}")
+    print(
+        f"    ours {ours * 1000:.3f} ms; bare httpx {bare * 1000:.3f} ms; "
+        f"{ours / bare:.2f}x (tracked)"
+    )
     print(
         f"batch_request_share={share:.4f} batch_speedup={speedup:.2f} "
-        f"concurrency_efficiency={efficiency:.2f}"
+        f"concurrency_efficiency={efficiency:.2f} cpu_ms_per_request={ours * 1000:.3f} "
+        f"cpu_vs_httpx={ours / bare:.2f}"
     )
 
 
