@@ -34,6 +34,7 @@ from shared.tables import table as table_spec
 from tools.emulator.batch import run_batch
 from tools.emulator.contexts import Identity
 from tools.emulator.faults import Fault, Faults, fault_error
+from tools.emulator.limits import Refusal, ServiceProtection
 from tools.emulator.posting import LocalBroker, Poster, Write
 from tools.emulator.queries import navigate, query_rows, retrieve
 from tools.emulator.schema import SchemaError, check_columns, check_payload, check_query
@@ -73,6 +74,7 @@ class DataverseEmulator:
         environment_url: str = "https://contoso.crm.dynamics.com",
         latency: float = 0.0,
         seed: int = 0,
+        limits: ServiceProtection | None = None,
     ) -> None:
         self.store = Store(database)
         self.tables = {table.entity_set: table for table in tables}
@@ -103,6 +105,8 @@ class DataverseEmulator:
         # posts are left waiting.
         self.unreachable_endpoints: set[str] = set()
         self.faults = Faults(seed)
+        # Service protection limits per user (tools/emulator/limits.py); None: unlimited.
+        self.limits = limits
         self.in_flight = 0
         self.most_in_flight = 0
 
@@ -231,10 +235,12 @@ class DataverseEmulator:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            admitted = None
             try:
                 self._authenticate(headers)
+                admitted = self._admit(headers, path, body)
+                if self.latency:  # the server's time on the request, while it is in flight
+                    await asyncio.sleep(self.latency)
                 fault = self.faults.next(method, path)
                 if fault is not None:
                     if fault.delay:
@@ -258,8 +264,29 @@ class DataverseEmulator:
             except WebApiError as error:
                 self._pending.clear()
                 return error_response(error)
+            finally:
+                if admitted is not None and self.limits is not None:
+                    self.limits.finish(*admitted)
         finally:
             self.in_flight -= 1
+
+    def _admit(
+        self, headers: Mapping[str, str], path: str, body: bytes
+    ) -> tuple[str, int, Any] | None:
+        """Count the request against its user's service protection limits, or refuse it."""
+        if self.limits is None:
+            return None
+        token = headers.get("authorization", "")[7:].strip()
+        user = str(self.identities.get(token, self.default_identity).system_user_id)
+        operations = 1
+        if path.endswith("$batch"):
+            operations = max(1, body.count(b"Content-Type: application/http"))
+        server = self.limits.server_for(user)
+        admitted = self.limits.admit(user, server, operations)
+        if isinstance(admitted, Refusal):
+            retry = {"Retry-After": f"{admitted.retry_after:g}"}
+            raise WebApiError(429, admitted.code, admitted.message, retry)
+        return user, server, admitted
 
     def _post_pending(self) -> None:
         """Post the events of the writes that committed, once the request has succeeded."""
