@@ -43,6 +43,7 @@ from shared.settings import DEFAULT_WRITE_TAG
 
 from .addressing import RowAddress, id_from_entity_url, literal, row_path
 from .multipart import HttpPart, header, read_parts, write_batch
+from .pacing import AdaptiveLimit
 
 API_PATH = "/api/data/v9.2/"
 MAX_BATCH_REQUESTS = 1000  # Dataverse's limit per $batch
@@ -129,6 +130,7 @@ class DataverseClient:
         options: RequestOptions | None = None,
         retry: RetryPolicy | None = None,
         max_concurrency: int = 8,
+        adaptive_concurrency: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[float, float], float] = random.uniform,
@@ -148,7 +150,9 @@ class DataverseClient:
         # Our writes carry the app's tag unless told otherwise: the loop guard recognises them.
         self.options = options or RequestOptions(tag=DEFAULT_WRITE_TAG)
         self.retry = retry or RetryPolicy()
-        self._slots = asyncio.Semaphore(max_concurrency)
+        # At most max_concurrency in flight; fewer after 429s, climbing back on successes, so
+        # that instances sharing one application user converge to their share (pacing.py).
+        self.concurrency = AdaptiveLimit(max_concurrency, adaptive=adaptive_concurrency)
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
@@ -448,7 +452,7 @@ class DataverseClient:
             await self._wait_out_pause(pause_deadline, method, path)
             delay: float | None = None
             try:
-                async with self._slots:
+                async with self.concurrency:
                     if self._throttled_until > self._clock():
                         # A 429 came back while this call queued for a slot: no request may
                         # leave during the pause, queued or not.
@@ -491,12 +495,14 @@ class DataverseClient:
                 can_retry = idempotent
             else:
                 if response.status_code < 400:
+                    self.concurrency.succeeded()
                     return response
                 failure = _error_from(response, method, path)
                 status = response.status_code
                 if status == 401:
                     raise failure  # the auth flow already replayed it with a fresh token
                 if status == 429:
+                    self.concurrency.throttled_by(failure.code)
                     delay = _retry_after(response, attempt)
                     self._throttled_until = max(self._throttled_until, self._clock() + delay)
                     can_retry = True  # refused outright: nothing was applied
