@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from shared import tracing
 from shared.canary import CanaryStore, Mark, canary_nonce
 from shared.context import RemoteExecutionContext
 from shared.dataverse import DataverseClient
@@ -169,17 +170,28 @@ class Dispatcher:
         scope = EventScope(event.message_id)
         token = SCOPE.set(scope)
         try:
-            decided = self._admit(event, scope)
-            if isinstance(decided, tuple):
-                outcome = await self._run(event, *decided, scope)
-            elif isinstance(decided, Canary):
-                outcome = await self._arrived(decided)
+            if tracing.enabled():
+                with tracing.event_span(
+                    event.transport, event.message_id, event.delivery_count, event.properties
+                ) as span:
+                    outcome = await self._decide(event, scope)
+                    if scope.context is not None:
+                        tracing.describe_context(span, scope.context)
+                    tracing.record_outcome(span, outcome)
             else:
-                outcome = decided
+                outcome = await self._decide(event, scope)
         finally:
             SCOPE.reset(token)
         self.stats.count(outcome)
         return outcome
+
+    async def _decide(self, event: DataverseEvent, scope: EventScope) -> Outcome:
+        decided = self._admit(event, scope)
+        if isinstance(decided, tuple):
+            return await self._run(event, *decided, scope)
+        if isinstance(decided, Canary):
+            return await self._arrived(decided)
+        return decided
 
     async def _arrived(self, canary: Canary) -> Outcome:
         """Record a canary's arrival for the health run; a failed write is retried with the
@@ -426,10 +438,11 @@ class Dispatcher:
         budget = self.idempotency.lease_seconds * HANDLER_SHARE_OF_LEASE
         task = self._deadlines.start(budget)
         try:
-            if route.wants_event:
-                await route.handler(context, self.dataverse, event)
-            else:
-                await route.handler(context, self.dataverse)
+            with tracing.handler_span(route.name):
+                if route.wants_event:
+                    await route.handler(context, self.dataverse, event)
+                else:
+                    await route.handler(context, self.dataverse)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise

@@ -31,6 +31,7 @@ from uuid import UUID
 import httpx
 import orjson
 
+from shared import tracing
 from shared.errors import (
     DataverseError,
     InvalidResponse,
@@ -462,15 +463,21 @@ class DataverseClient:
                     remaining = max(0.1, deadline - self._clock())
                     # One deadline for the whole exchange: httpx's timeouts are per read, so
                     # a body dripping a byte at a time would otherwise never time out.
-                    async with asyncio.timeout(remaining):
-                        response = await self._http.request(
-                            method,
-                            path,
-                            params=params,
-                            headers=headers,
-                            content=content,
-                            timeout=httpx.Timeout(min(30.0, remaining)),
-                        )
+                    with tracing.request_span(method, path, attempt) as span:
+                        try:
+                            async with asyncio.timeout(remaining):
+                                response = await self._http.request(
+                                    method,
+                                    path,
+                                    params=params,
+                                    headers=headers,
+                                    content=content,
+                                    timeout=httpx.Timeout(min(30.0, remaining)),
+                                )
+                        except BaseException:
+                            tracing.record_response(span, None, None)
+                            raise
+                        tracing.record_response(span, response.status_code, _error_code(response))
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
                 # The request never reached Dataverse: safe to send again, even a POST.
                 failure = DataverseError(
@@ -821,6 +828,16 @@ def _json_default(value: Any) -> Any:
 # handed back for a pause never returns before the pause is over.
 RETRY_AFTER_MIN_SECONDS = 1.0
 RETRY_AFTER_MAX_SECONDS = 300.0
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """Dataverse's error code of a failed response, for its span (None for a success)."""
+    if response.status_code < 400:
+        return None
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _retry_after(response: httpx.Response, attempt: int) -> float:

@@ -1,0 +1,128 @@
+"""Spans per event, per handler and per Dataverse request, seen by an in-memory exporter: the
+tree, the messaging and Dataverse attributes, the outcome, and no column value anywhere."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from shared import tracing
+from shared.dataverse import DataverseClient
+from shared.dispatch import Completed, DeadLetter, Dispatcher, Retry
+from shared.errors import TransientError
+from shared.routing import Router
+from shared.settings import Settings
+from tests.dataverse_doubles import emulated_client
+from tests.events import ORGANIZATION_ID, event
+from tools.emulator import DataverseEmulator
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer(tracing.TRACER_NAME))
+    monkeypatch.setattr(tracing, "enabled", lambda: True)
+    yield exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+async def dataverse() -> AsyncIterator[tuple[DataverseClient, DataverseEmulator]]:
+    emulator = DataverseEmulator()
+    async with emulated_client(emulator) as client:
+        yield client, emulator
+
+
+def attrs(span: ReadableSpan) -> Mapping[str, Any]:
+    return span.attributes or {}
+
+
+def by_name(finished: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
+    return [span for span in finished if span.name.startswith(prefix)]
+
+
+def make_dispatcher(client: DataverseClient, fail: bool = False) -> Dispatcher:
+    router = Router()
+
+    @router.on(entity="contact", message="Update")
+    async def mark(context: object, dataverse: DataverseClient) -> None:
+        if fail:
+            raise TransientError("not yet")
+        await dataverse.upsert("contacts", context.primary_entity_id, {"lastname": "Davolio"})  # type: ignore[attr-defined]
+
+    return Dispatcher(router, client, Settings(allowed_organizations=frozenset({ORGANIZATION_ID})))
+
+
+async def test_an_event_is_one_consumer_span_with_its_handler_and_requests_beneath(
+    spans: InMemorySpanExporter, dataverse: tuple[DataverseClient, DataverseEmulator]
+) -> None:
+    client, _ = dataverse
+    properties = {"traceparent": TRACEPARENT}
+    outcome = await make_dispatcher(client).process(
+        event("contact-update.json", properties={**properties, **event().properties})
+    )
+    assert isinstance(outcome, Completed)
+    finished = spans.get_finished_spans()
+    (root,) = by_name(finished, "process ")
+    (handler,) = by_name(finished, "handler ")
+    (request,) = by_name(finished, "PATCH ")
+    assert root.kind == SpanKind.CONSUMER
+    assert attrs(root)["messaging.system"] == "servicebus"
+    assert attrs(root)["messaging.message.id"] == "message-1"
+    assert attrs(root)["dataverse.table"] == "contact"
+    assert attrs(root)["dataverse.message"] == "Update"
+    assert attrs(root)["dataverse.operation_id"] == "0e000000-0000-4000-8000-000000000002"
+    assert attrs(root)["dataverse.outcome"] == "Completed"
+    assert handler.parent is not None
+    assert handler.parent.span_id == root.context.span_id
+    assert request.parent is not None
+    assert request.parent.span_id == handler.context.span_id
+    assert request.kind == SpanKind.CLIENT
+    assert attrs(request)["http.response.status_code"] == 204
+    assert attrs(request)["dataverse.attempt"] == 1
+    (link,) = root.links
+    assert format(link.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    values = [str(v) for span in finished for v in (span.attributes or {}).values()]
+    assert not any("example.com" in value or "Davolio" in value for value in values)
+
+
+async def test_dead_letters_retries_and_throttled_writes_are_on_their_spans(
+    spans: InMemorySpanExporter, dataverse: tuple[DataverseClient, DataverseEmulator]
+) -> None:
+    client, emulator = dataverse
+    dead = await make_dispatcher(client).process(event(body=b"not a context"))
+    assert isinstance(dead, DeadLetter)
+    retried = await make_dispatcher(client, fail=True).process(event("contact-update.json"))
+    assert isinstance(retried, Retry)
+    emulator.inject(429, retry_after=1)
+    throttled = await make_dispatcher(client).process(
+        event("contact-update.json", message_id="message-2")
+    )
+    assert isinstance(throttled, Completed)  # waited out Retry-After, then written
+    roots = by_name(spans.get_finished_spans(), "process ")
+    outcomes = [
+        (attrs(s)["dataverse.outcome"], attrs(s).get("dataverse.outcome.reason")) for s in roots
+    ]
+    assert outcomes[0][0] == "DeadLetter"
+    assert outcomes[1][0] == "Retry"
+    assert outcomes[1][1]  # the reason a human reads
+    assert outcomes[2][0] == "Completed"
+    attempts = [
+        (attrs(s)["http.response.status_code"], attrs(s).get("dataverse.error_code"))
+        for s in by_name(spans.get_finished_spans(), "PATCH ")
+    ]
+    assert attempts[-2:] == [(429, "0x80072322"), (204, None)]
+
+
+def test_without_a_provider_no_span_is_made() -> None:
+    assert tracing.enabled() is False  # the suite installs no global provider
