@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from shared import tracing
+from shared import metrics, tracing
 from shared.canary import CanaryStore, Mark, canary_nonce
 from shared.context import RemoteExecutionContext
 from shared.dataverse import DataverseClient
@@ -178,11 +178,18 @@ class Dispatcher:
                     if scope.context is not None:
                         tracing.describe_context(span, scope.context)
                     tracing.record_outcome(span, outcome)
-            else:
-                outcome = await self._decide(event, scope)
+            else:  # the hot path, inlined: no extra coroutine per event
+                decided = self._admit(event, scope)
+                if isinstance(decided, tuple):
+                    outcome = await self._run(event, *decided, scope)
+                elif isinstance(decided, Canary):
+                    outcome = await self._arrived(decided)
+                else:
+                    outcome = decided
         finally:
             SCOPE.reset(token)
         self.stats.count(outcome)
+        metrics.event_done(outcome, scope.context)
         return outcome
 
     async def _decide(self, event: DataverseEvent, scope: EventScope) -> Outcome:
@@ -437,12 +444,19 @@ class Dispatcher:
         self.stats.handler_runs += 1
         budget = self.idempotency.lease_seconds * HANDLER_SHARE_OF_LEASE
         task = self._deadlines.start(budget)
+        timed = metrics.enabled()
+        started = time.perf_counter() if timed else 0.0
         try:
-            with tracing.handler_span(route.name):
-                if route.wants_event:
-                    await route.handler(context, self.dataverse, event)
-                else:
-                    await route.handler(context, self.dataverse)
+            args = (
+                (context, self.dataverse, event) if route.wants_event else (context, self.dataverse)
+            )
+            if tracing.enabled():
+                with tracing.handler_span(route.name):
+                    await route.handler(*args)
+            else:
+                await route.handler(*args)
+            if timed:
+                metrics.handler_ran(route.name, time.perf_counter() - started)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise

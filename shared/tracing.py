@@ -18,6 +18,7 @@ a few microseconds an event.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -37,11 +38,16 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+if "OTEL_PYTHON_TRACER_PROVIDER" in os.environ:  # OpenTelemetry's own variable
+    trace.get_tracer_provider()  # loads the configured provider now: enabled() reads the global
+
+
 def enabled() -> bool:
     """Whether a tracer provider is installed: without one the app skips its spans entirely
-    (even the API's no-op spans cost a dispatch that is itself a few microseconds)."""
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    (even the API's no-op spans cost a dispatch that is itself a few microseconds). Reads the
+    API's global directly: `get_tracer_provider()` looks up an environment variable each call."""
+    provider = getattr(trace, "_TRACER_PROVIDER", None)
+    return provider is not None and not isinstance(provider, trace.NoOpTracerProvider)
 
 
 def upstream_links(properties: Mapping[str, Any]) -> list[Link]:

@@ -31,7 +31,7 @@ from uuid import UUID
 import httpx
 import orjson
 
-from shared import tracing
+from shared import metrics, tracing
 from shared.errors import (
     DataverseError,
     InvalidResponse,
@@ -476,8 +476,14 @@ class DataverseClient:
                                 )
                         except BaseException:
                             tracing.record_response(span, None, None)
+                            metrics.request_done(None, None, None)
                             raise
-                        tracing.record_response(span, response.status_code, _error_code(response))
+                        code = _error_code(response)
+                        tracing.record_response(span, response.status_code, code)
+                        if response.status_code == 429:
+                            metrics.request_done(429, code, _retry_after(response, attempt))
+                        else:
+                            metrics.request_done(response.status_code, code, None)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
                 # The request never reached Dataverse: safe to send again, even a POST.
                 failure = DataverseError(

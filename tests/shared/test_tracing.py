@@ -126,3 +126,61 @@ async def test_dead_letters_retries_and_throttled_writes_are_on_their_spans(
 
 def test_without_a_provider_no_span_is_made() -> None:
     assert tracing.enabled() is False  # the suite installs no global provider
+
+
+@pytest.fixture
+def meters(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from shared import metrics
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    monkeypatch.setattr(metrics, "meter", lambda: provider.get_meter(metrics.METER_NAME))
+    monkeypatch.setattr(metrics, "enabled", lambda: True)
+    metrics._instruments.cache_clear()
+    yield reader
+    metrics._instruments.cache_clear()
+    provider.shutdown()
+
+
+def points(reader: Any) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+async def test_events_handlers_requests_and_throttling_are_counted(
+    meters: Any, dataverse: tuple[DataverseClient, DataverseEmulator]
+) -> None:
+    client, emulator = dataverse
+    emulator.inject(429, retry_after=1)
+    await make_dispatcher(client).process(event("contact-update.json"))
+    await make_dispatcher(client).process(event(body=b"not a context", message_id="m-2"))
+    found = points(meters)
+    outcomes = {
+        (p.attributes["dataverse.outcome"], p.attributes.get("dataverse.outcome.reason")): p.value
+        for p in found["dataverse.events"]
+    }
+    assert outcomes[("Completed", None)] == 1
+    assert sum(v for (kind, _), v in outcomes.items() if kind == "DeadLetter") == 1
+    (lag,) = found["dataverse.event.lag"]
+    assert lag.count == 1
+    assert lag.sum > 0  # the fixture's operation is years old
+    (handler,) = found["dataverse.handler.duration"]
+    assert handler.attributes["dataverse.handler"].endswith("mark")
+    statuses = {
+        p.attributes["http.response.status_code"]: p.value for p in found["dataverse.requests"]
+    }
+    assert statuses == {429: 1, 204: 1}
+    (throttled,) = found["dataverse.throttled"]
+    assert throttled.attributes["dataverse.error_code"] == "0x80072322"
+    (pause,) = found["dataverse.retry_after"]
+    assert pause.sum == 1.0
+    values = [str(v) for points_ in found.values() for p in points_ for v in p.attributes.values()]
+    assert not any("example.com" in value for value in values)
