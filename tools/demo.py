@@ -73,12 +73,50 @@ def client(emulator: DataverseEmulator, token: str) -> DataverseClient:
     )
 
 
+class SpanTree:
+    """Collects the spans of each event and prints them as a tree with durations, the story
+    Application Insights' transaction view tells, on the terminal."""
+
+    def __init__(self) -> None:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        self.exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        trace.set_tracer_provider(provider)
+
+    def print_and_clear(self) -> None:
+        spans = list(self.exporter.get_finished_spans())
+        self.exporter.clear()
+        children: dict[int | None, list[Any]] = {}
+        for span in spans:
+            parent = span.parent.span_id if span.parent else None
+            children.setdefault(parent, []).append(span)
+
+        def show(span: Any, depth: int) -> None:
+            took = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+            attributes = span.attributes or {}
+            detail = attributes.get("dataverse.outcome") or attributes.get(
+                "http.response.status_code", ""
+            )
+            print(f"  trace    {'  ' * depth}{span.name} {took:.1f} ms {detail}".rstrip())
+            for child in sorted(children.get(span.context.span_id, []), key=lambda s: s.start_time):
+                show(child, depth + 1)
+
+        for root in children.get(None, []):
+            show(root, 0)
+
+
 async def drain(
     emulator: DataverseEmulator,
     path: str,
     handle: Callable[[PostedMessage], Awaitable[Outcome]],
     names: dict[str, str],
     recorder: RecordingTransport,
+    tree: SpanTree | None = None,
 ) -> int:
     """Deliver every posted message, including those the handlers' writes cause."""
     delivered = 0
@@ -95,11 +133,14 @@ async def drain(
         print(f"  outcome  {describe(outcome)}")
         for call in recorder.calls:
             print(f"  web api  {call}")
+        if tree is not None:
+            tree.print_and_clear()
     return delivered
 
 
-async def run(environment: str, handlers: str = "handlers") -> int:
+async def run(environment: str, handlers: str = "handlers", trace: bool = False) -> int:
     os.environ.setdefault("DATAVERSE_SAS_KEY", "local-demo-key")  # a made-up key, local only
+    tree = SpanTree() if trace else None
     spec = load_environment(environment, handlers=handlers)
     emulator = DataverseEmulator(environment_url=ENVIRONMENT)
     emulator.seed_sdk_messages(SDK_MESSAGES)
@@ -140,7 +181,9 @@ async def run(environment: str, handlers: str = "handlers") -> int:
         for number, (label, change) in enumerate(changes, 2):
             print(f"\n{number}. {label}")
             await change(nancy, state)
-            delivered += await drain(emulator, endpoint.path, handle, names, recorder)
+            if tree is not None:
+                tree.exporter.clear()  # the change's own requests, before any event
+            delivered += await drain(emulator, endpoint.path, handle, names, recorder, tree)
     await app_client.aclose()
     jobs = emulator.rows("asyncoperations")
     succeeded = sum(1 for job in jobs if job["statuscode"] == 30)
@@ -199,12 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         "--handlers", default="handlers", help="the package of handler modules (default: handlers)"
     )
     parser.add_argument("--verbose", action="store_true", help="show the app's log lines")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print each event's spans as a tree with durations (OpenTelemetry, in memory)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR,
         format="    log  %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(run(args.env, args.handlers))
+    return asyncio.run(run(args.env, args.handlers, args.trace))
 
 
 if __name__ == "__main__":

@@ -250,3 +250,22 @@ def test_replay_accepts_a_capture_of_any_organization(tmp_path: Path) -> None:
     with contextlib.redirect_stdout(output):
         assert replay.main([str(capture)]) == 0
     assert "outcome  Completed" in output.getvalue()
+
+
+def test_the_demo_prints_each_events_span_tree_with_trace() -> None:
+    # In its own process: --trace installs a global tracer provider.
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.demo", "--trace"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "  trace    process servicebus" in done.stdout
+    assert "  trace      handler handlers.welcome_task.open_welcome_task" in done.stdout
+    assert "  trace        PATCH tasks" in done.stdout
