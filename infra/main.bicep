@@ -61,6 +61,18 @@ param maximumInstances int = 40
 param healthSchedule string = '0 */15 * * * *'
 param housekeepingSchedule string = '0 30 3 * * *'
 
+@description('Who is told when an alert fires: e-mail addresses of the on-call operators')
+param alertEmails array = []
+
+@description('Active messages in the queue above which the consumer is taken as stuck')
+param activeMessagesThreshold int = 1000
+
+@description('p95 end-to-end lag (seconds, now minus OperationCreatedOn) above which to alert')
+param lagP95ThresholdSeconds int = 300
+
+@description('Dead-lettered events in 15 minutes above which to alert')
+param deadLetterRateThreshold int = 5
+
 @description('Days until the Key Vault copies of the send keys expire; each deployment renews them')
 param secretLifetimeDays int = 180
 
@@ -615,6 +627,200 @@ resource appLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   properties: {
     workspaceId: logs.id
     logs: [ { category: 'FunctionAppLogs', enabled: true } ]
+  }
+}
+
+// --- alerts and the operator's workbook ---------------------------------------------------------
+// What pages someone, and the pictures an operator opens first. The KQL lives in
+// infra/queries/*.kql (tests/infra check their tables and columns against the Application
+// Insights schema the app writes to: consumer spans in AppRequests, Dataverse requests in
+// AppDependencies, logs in AppTraces).
+
+resource operators 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-${baseName}'
+  location: 'global'
+  properties: {
+    groupShortName: take(replace(baseName, '-', ''), 12)
+    enabled: true
+    emailReceivers: [for (address, i) in alertEmails: {
+      name: 'operator-${i}'
+      emailAddress: address
+      useCommonAlertSchema: true
+    }]
+  }
+}
+
+var alertAction = { actionGroups: [ operators.id ] }
+
+// Service Bus: messages dead-lettered (the app does it only with a reason a human can act on).
+resource deadLetteredAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-${baseName}-dead-lettered'
+  location: 'global'
+  properties: {
+    description: 'Messages were dead-lettered: run tools.deadletter list to read their reasons'
+    severity: 2
+    enabled: true
+    scopes: [ serviceBus.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'dead-lettered'
+          criterionType: 'StaticThresholdCriterion'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'DeadletteredMessages'
+          dimensions: [ { name: 'EntityName', operator: 'Include', values: [ '*' ] } ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Maximum'
+        }
+      ]
+    }
+    actions: [ alertAction ]
+  }
+}
+
+// Service Bus: a backlog that grows means the app stopped consuming (or cannot keep up).
+resource activeMessagesAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-${baseName}-backlog'
+  location: 'global'
+  properties: {
+    description: 'The queue holds more active messages than the app drains: is the function app running?'
+    severity: 2
+    enabled: true
+    scopes: [ serviceBus.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'active-messages'
+          criterionType: 'StaticThresholdCriterion'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'ActiveMessages'
+          dimensions: [ { name: 'EntityName', operator: 'Include', values: [ '*' ] } ]
+          operator: 'GreaterThan'
+          threshold: activeMessagesThreshold
+          timeAggregation: 'Average'
+        }
+      ]
+    }
+    actions: [ alertAction ]
+  }
+}
+
+// Event Hubs (Standard) exposes no consumer-lag metric: a hub that receives while the app sends
+// nothing out shows as incoming messages with no outgoing ones, and the lag alert below (from
+// the app's own spans) covers both transports.
+resource eventHubIdleConsumerAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (useEventHub) {
+  name: 'alert-${baseName}-hub-unread'
+  location: 'global'
+  properties: {
+    description: 'Events arrive in the hub but none are read: the Event Hub trigger is not consuming'
+    severity: 2
+    enabled: true
+    scopes: [ eventHubs.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'outgoing'
+          criterionType: 'StaticThresholdCriterion'
+          metricNamespace: 'Microsoft.EventHub/namespaces'
+          metricName: 'OutgoingMessages'
+          operator: 'LessThanOrEqual'
+          threshold: 0
+          timeAggregation: 'Total'
+        }
+      ]
+    }
+    actions: [ alertAction ]
+  }
+}
+
+// Log alerts on the app's own telemetry (the KQL files the workbook also uses).
+var logAlerts = [
+  {
+    name: 'health'
+    description: 'A health check failed: read its line in the workbook, then the README "Operate" table'
+    query: loadTextContent('queries/health-failures.kql')
+    threshold: 0
+  }
+  {
+    name: 'lag-p95'
+    description: 'p95 end-to-end lag is over the threshold: throttling, a backlog, or a slow handler'
+    query: '${loadTextContent('queries/lag-p95.kql')}| where P95 > ${lagP95ThresholdSeconds}\n'
+    threshold: 0
+  }
+  {
+    name: 'dead-letter-rate'
+    description: 'Events are being dead-lettered: tools.deadletter list shows the reasons'
+    query: '${loadTextContent('queries/dead-letter-rate.kql')}| where DeadLetters > ${deadLetterRateThreshold}\n'
+    threshold: 0
+  }
+]
+
+resource logAlertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for alert in logAlerts: {
+  name: 'alert-${baseName}-${alert.name}'
+  location: location
+  properties: {
+    description: alert.description
+    severity: 2
+    enabled: true
+    scopes: [ logs.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: alert.query
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: alert.threshold
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    actions: { actionGroups: [ operators.id ] }
+  }
+}]
+
+// The workbook an operator opens first: one query per picture, the same files.
+var workbookQueries = [
+  { title: 'Events per minute by outcome', query: loadTextContent('queries/events-by-outcome.kql') }
+  { title: 'End-to-end lag percentiles (s)', query: loadTextContent('queries/lag-percentiles.kql') }
+  { title: 'Dead letters and parked events by reason', query: loadTextContent('queries/dead-letters-by-reason.kql') }
+  { title: 'Dataverse requests and throttling', query: loadTextContent('queries/dataverse-requests.kql') }
+  { title: 'Health checks failing', query: loadTextContent('queries/health-failures.kql') }
+]
+
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, baseName, 'operator-workbook')
+  location: location
+  kind: 'shared'
+  properties: {
+    displayName: 'Dataverse event consumers (${environmentName})'
+    category: 'workbook'
+    sourceId: logs.id
+    serializedData: string({
+      version: 'Notebook/1.0'
+      items: [for (item, i) in workbookQueries: {
+        type: 3
+        name: 'query-${i}'
+        content: {
+          version: 'KqlItem/1.0'
+          title: item.title
+          query: item.query
+          queryType: 0
+          resourceType: 'microsoft.operationalinsights/workspaces'
+        }
+      }]
+    })
   }
 }
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -102,6 +103,14 @@ def describe_context(span: Span, context: Any) -> None:
         value = context.raw(member)
         if isinstance(value, str) and value:
             span.set_attribute(attribute, value[:128])
+    try:  # end-to-end lag, for the workbook's percentiles and the lag alert
+        created = context.operation_created_on
+    except Exception:
+        return
+    if isinstance(created, datetime) and created.year > 1601:
+        span.set_attribute(
+            "dataverse.lag_s", max(0.0, (datetime.now(UTC) - created).total_seconds())
+        )
 
 
 def record_outcome(span: Span, outcome: Any) -> None:
