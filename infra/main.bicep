@@ -568,7 +568,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'HEALTH_LOOKBACK_MINUTES', value: '20' }
         { name: 'SERVICE_BUS_MAX_DELIVERY_COUNT', value: string(maxDeliveryCount) }
         { name: 'LOG_ATTRIBUTE_VALUES', value: 'false' }
-        { name: 'DATAVERSE_OPENTELEMETRY', value: 'false' }
+        // The app's spans and metrics to Application Insights (its logs go through the host).
+        { name: 'DATAVERSE_OPENTELEMETRY', value: 'true' }
         // Telemetry with Entra authentication (local auth is off on the component).
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }

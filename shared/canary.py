@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared import metrics
+
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
@@ -161,6 +163,7 @@ def report(
         arrival = arrivals.get(path)
         if arrival is not None and arrival.nonce == sent.nonce:
             delay = max(0.0, arrival.at - sent.at)
+            metrics.canary_delivered(path, delay)
             results.append(CheckResult("canary", path, True, f"delivered in {delay:.0f} s"))
             continue
         minutes = (now - sent.at) / 60

@@ -436,6 +436,7 @@ class Dispatcher:
             delay = min(delay * 2, 0.5)
             claim = await self._claim(route, context, key)
             if claim.state is not ClaimState.IN_PROGRESS or waited >= self.claim_wait_seconds:
+                metrics.claim_waited(waited, claim.state.name.lower())
                 return claim
 
     async def _call(

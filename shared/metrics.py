@@ -9,6 +9,8 @@ DATAVERSE_OPENTELEMETRY is on, or whatever the operator installs):
 | `dataverse.requests` | counter, `{request}` | `http.response.status_code` (0: no response) |
 | `dataverse.throttled` | counter, `{response}` | `dataverse.error_code`: the 429s, per limit |
 | `dataverse.retry_after` | histogram, `s` | the pauses Dataverse asked for |
+| `dataverse.claim.wait` | histogram, `s` | `dataverse.claim.state`: waits on a held claim |
+| `dataverse.canary.delay` | histogram, `s` | `dataverse.path`: canary sent to arrived |
 
 Names and units follow the OpenTelemetry conventions; no attribute carries a column value.
 Without a provider, nothing is recorded and nothing costs.
@@ -51,6 +53,8 @@ def _instruments(meter_id: int) -> dict[str, Any]:
         "requests": current.create_counter("dataverse.requests", unit="{request}"),
         "throttled": current.create_counter("dataverse.throttled", unit="{response}"),
         "retry_after": current.create_histogram("dataverse.retry_after", unit="s"),
+        "claim_wait": current.create_histogram("dataverse.claim.wait", unit="s"),
+        "canary": current.create_histogram("dataverse.canary.delay", unit="s"),
     }
 
 
@@ -91,3 +95,13 @@ def request_done(status: int | None, code: str | None, retry_after: float | None
         found["throttled"].add(1, {"dataverse.error_code": code or ""})
         if retry_after is not None:
             found["retry_after"].record(retry_after)
+
+
+def claim_waited(seconds: float, state: str) -> None:
+    if enabled():
+        instruments()["claim_wait"].record(seconds, {"dataverse.claim.state": state})
+
+
+def canary_delivered(path: str, seconds: float) -> None:
+    if enabled():
+        instruments()["canary"].record(seconds, {"dataverse.path": path[:128]})

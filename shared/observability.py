@@ -102,10 +102,12 @@ def _start_azure_monitor() -> None:
     if _monitor_started or not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return
     if os.environ.get("DATAVERSE_OPENTELEMETRY", "").lower() not in ("1", "true"):
-        return  # the Functions host already sends logs; export only when asked to
+        return  # off: no spans or metrics leave the process
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(logger_name="dataverse")
+    # The app's spans and metrics (shared/tracing.py, shared/metrics.py). Not its logs: the
+    # Functions host already sends those to Application Insights, and twice would be noise.
+    configure_azure_monitor(logger_name="dataverse", disable_logging=True)
     _monitor_started = True
 
 

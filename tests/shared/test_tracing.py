@@ -184,3 +184,70 @@ async def test_events_handlers_requests_and_throttling_are_counted(
     assert pause.sum == 1.0
     values = [str(v) for points_ in found.values() for p in points_ for v in p.attributes.values()]
     assert not any("example.com" in value for value in values)
+
+
+def test_the_app_exports_spans_and_metrics_itself_and_leaves_logs_to_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    from shared import observability
+
+    calls: list[dict[str, Any]] = []
+    distro = types.ModuleType("azure.monitor.opentelemetry")
+    distro.configure_azure_monitor = lambda **options: calls.append(options)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", distro)
+    monkeypatch.setattr(observability, "_monitor_started", False)
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=x")
+    monkeypatch.setenv("DATAVERSE_OPENTELEMETRY", "false")
+    observability._start_azure_monitor()
+    assert calls == []  # off unless asked
+    monkeypatch.setenv("DATAVERSE_OPENTELEMETRY", "true")
+    observability._start_azure_monitor()
+    assert calls == [{"logger_name": "dataverse", "disable_logging": True}]
+
+
+def test_azure_gets_the_apps_own_export_and_the_host_mode_stays_off() -> None:
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    bicep = (root / "infra" / "main.bicep").read_text()
+    assert "{ name: 'DATAVERSE_OPENTELEMETRY', value: 'true' }" in bicep
+    host = json.loads((root / "host.json").read_text())
+    assert "telemetryMode" not in host  # the host's OpenTelemetry mode would export logs twice
+
+
+async def test_the_service_bus_handling_the_trigger_calls_makes_the_same_tree(
+    spans: InMemorySpanExporter, dataverse: tuple[DataverseClient, DataverseEmulator]
+) -> None:
+    from shared.servicebus import handle_message
+    from tools.demo import Settlement
+    from tools.emulator.posting import PostedMessage
+
+    client, _ = dataverse
+    source = event("contact-update.json")
+    from datetime import UTC, datetime
+
+    message = PostedMessage(
+        endpoint="contoso-events",
+        contract=6,
+        path="dataverse-events",
+        body=source.body,
+        content_type="application/json",
+        application_properties=dict(source.properties),
+        message_id="sb-1",
+        sequence_number=1,
+        enqueued_time_utc=datetime.now(UTC),
+    )
+    settlement = Settlement()
+    await handle_message(make_dispatcher(client), message, settlement)
+    assert settlement.settled == {"sb-1": "completed"}
+    finished = spans.get_finished_spans()
+    (root,) = by_name(finished, "process ")
+    assert attrs(root)["messaging.message.id"] == "sb-1"
+    assert attrs(root)["messaging.servicebus.message.delivery_count"] == 1
+    assert attrs(root)["dataverse.lag_s"] > 0
+    assert by_name(finished, "handler ")
+    assert by_name(finished, "PATCH ")
