@@ -189,7 +189,7 @@ class Dispatcher:
         finally:
             SCOPE.reset(token)
         self.stats.count(outcome)
-        metrics.event_done(outcome, scope.context)
+        metrics.event_done(outcome, scope.context, event.transport)
         return outcome
 
     async def _decide(self, event: DataverseEvent, scope: EventScope) -> Outcome:

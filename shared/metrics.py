@@ -3,7 +3,7 @@ DATAVERSE_OPENTELEMETRY is on, or whatever the operator installs):
 
 | name | kind, unit | attributes |
 |---|---|---|
-| `dataverse.events` | counter, `{event}` | `dataverse.outcome`, `dataverse.outcome.reason` |
+| `dataverse.events` | counter, `{event}` | `dataverse.outcome`, `.reason`, `messaging.system` |
 | `dataverse.event.lag` | histogram, `s` | `dataverse.outcome`: now minus OperationCreatedOn |
 | `dataverse.handler.duration` | histogram, `s` | `dataverse.handler` |
 | `dataverse.requests` | counter, `{request}` | `http.response.status_code` (0: no response) |
@@ -12,7 +12,8 @@ DATAVERSE_OPENTELEMETRY is on, or whatever the operator installs):
 | `dataverse.claim.wait` | histogram, `s` | `dataverse.claim.state`: waits on a held claim |
 | `dataverse.canary.delay` | histogram, `s` | `dataverse.path`: canary sent to arrived |
 
-Names and units follow the OpenTelemetry conventions; no attribute carries a column value.
+A DeadLetter on `eventhubs` is a parked event. Names and units follow the OpenTelemetry
+conventions; no attribute carries a column value.
 Without a provider, nothing is recorded and nothing costs.
 """
 
@@ -62,11 +63,14 @@ def instruments() -> dict[str, Any]:
     return _instruments(id(metrics.get_meter_provider()))
 
 
-def event_done(outcome: Any, context: Any) -> None:
+def event_done(outcome: Any, context: Any, transport: str = "") -> None:
     if not enabled():
         return
     found = instruments()
-    attributes = {"dataverse.outcome": type(outcome).__name__}
+    attributes = {
+        "dataverse.outcome": type(outcome).__name__,
+        "messaging.system": "eventhubs" if transport == "eventhub" else transport,
+    }
     reason = getattr(outcome, "reason", None)
     if reason:
         attributes["dataverse.outcome.reason"] = str(reason)

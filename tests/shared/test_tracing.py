@@ -168,6 +168,7 @@ async def test_events_handlers_requests_and_throttling_are_counted(
         for p in found["dataverse.events"]
     }
     assert outcomes[("Completed", None)] == 1
+    assert {p.attributes["messaging.system"] for p in found["dataverse.events"]} == {"servicebus"}
     assert sum(v for (kind, _), v in outcomes.items() if kind == "DeadLetter") == 1
     (lag,) = found["dataverse.event.lag"]
     assert lag.count == 1
