@@ -29,7 +29,7 @@ from uuid import UUID
 import httpx
 
 from shared.app import build
-from shared.dataverse import DataverseClient
+from shared.dataverse import DataverseClient, RequestOptions
 from shared.dispatch import Outcome
 from shared.registration import load_environment
 from shared.servicebus import handle_message
@@ -168,22 +168,21 @@ async def run(environment: str, handlers: str = "handlers", trace: bool = False)
         return await handle_message(runtime.dispatcher, message, settlement)
 
     (endpoint,) = [e for e in spec.endpoints if e.contract == "queue"] or [spec.endpoints[0]]
-    changes: list[tuple[str, Callable[[DataverseClient, dict[str, Any]], Awaitable[None]]]] = [
-        ("Nancy creates the account Northwind Traders", create_account),
-        ("Nancy adds a contact to it", create_contact),
-        ("Nancy changes the contact's email", change_email),
-        ("Nancy changes the contact's phone", change_phone),
-        ("Nancy deletes the contact", delete_contact),
-    ]
     delivered = 0
     async with client(emulator, PERSON_TOKEN) as nancy:
         state: dict[str, Any] = {}
-        for number, (label, change) in enumerate(changes, 2):
+        for number, (label, change) in enumerate(CHANGES, 2):
             print(f"\n{number}. {label}")
             await change(nancy, state)
             if tree is not None:
                 tree.exporter.clear()  # the change's own requests, before any event
             delivered += await drain(emulator, endpoint.path, handle, names, recorder, tree)
+    if spec.canary is not None:
+        delivered += await canary_round_trip(
+            emulator, spec, runtime, app_client, lambda: drain(
+                emulator, endpoint.path, handle, names, recorder, tree
+            )
+        )  # fmt: skip
     await app_client.aclose()
     jobs = emulator.rows("asyncoperations")
     succeeded = sum(1 for job in jobs if job["statuscode"] == 30)
@@ -192,6 +191,38 @@ async def run(environment: str, handlers: str = "handlers", trace: bool = False)
         f"succeeded; settled: {summary(settlement.settled)}"
     )
     return 0
+
+
+async def canary_round_trip(
+    emulator: DataverseEmulator,
+    spec: Any,
+    runtime: Any,
+    monitor: DataverseClient,
+    deliver: Callable[[], Awaitable[int]],
+) -> int:
+    """The health run's canary: sent, delivered through the endpoint's canary step, recorded
+    by the dispatcher, reported by the next run."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.health import run_checks
+
+    print(f"\n{len(CHANGES) + 2}. The health run sends a canary through every path")
+    async with client(emulator, PIPELINE_TOKEN) as pipeline:  # the row, created quietly
+        await pipeline.upsert(
+            spec.canary.entity_set,
+            UUID(spec.canary.row_id),
+            {"name": "Canary"},
+            options=RequestOptions(bypass_business_logic="CustomAsync"),
+        )
+    since = datetime.now(UTC) - timedelta(minutes=20)
+    canaries = runtime.dispatcher.canaries
+    await run_checks(monitor, spec, since=since, canaries=canaries)
+    delivered = await deliver()
+    results = await run_checks(monitor, spec, since=since, canaries=canaries)
+    for result in results:
+        if result.check == "canary":
+            print(f"  health   {result.line()}")
+    return delivered
 
 
 def summary(settled: dict[str, str]) -> str:
@@ -229,6 +260,15 @@ async def delete_contact(nancy: DataverseClient, state: dict[str, Any]) -> None:
     await nancy.delete("contacts", state["contact"])
 
 
+CHANGES: list[tuple[str, Callable[[DataverseClient, dict[str, Any]], Awaitable[None]]]] = [
+    ("Nancy creates the account Northwind Traders", create_account),
+    ("Nancy adds a contact to it", create_contact),
+    ("Nancy changes the contact's email", change_email),
+    ("Nancy changes the contact's phone", change_phone),
+    ("Nancy deletes the contact", delete_contact),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.demo",
@@ -252,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.ERROR,
         format="    log  %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # the demo prints the canary's line itself
+        logging.getLogger("dataverse.health").setLevel(logging.CRITICAL)
     return asyncio.run(run(args.env, args.handlers, args.trace))
 
 

@@ -199,7 +199,10 @@ async def test_the_demo_runs_the_loop_and_the_loop_guard_stops_the_apps_own_chan
     assert "handlers.contact_email_changed.mark_email_unverified" in text
     assert "event    Update of contact by the app" in text
     assert "Skipped (OwnChange)" in text
-    assert "settled: 5 completed" in text
+    assert "Skipped (Canary)" in text  # the health run's canary came back through its step
+    assert "health   ok   canary" in text
+    assert "delivered in" in text
+    assert "settled: 6 completed" in text
 
 
 PHONE_HANDLER = """
