@@ -88,3 +88,44 @@ async def test_a_fleet_over_the_shared_limit_loses_nothing_and_the_refused_back_
     assert fixed_rows == 8 * 120
     assert fixed_throttled > 0
     assert fixed_lowered == 0
+
+
+async def test_a_cancelled_waiter_leaves_no_slot_behind_and_waiters_go_in_order() -> None:
+    limit = AdaptiveLimit(1)
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with limit:
+            await release.wait()
+
+    async def waiter(number: int) -> None:
+        async with limit:
+            order.append(number)
+
+    first = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(waiter(0))
+    others = [asyncio.create_task(waiter(n)) for n in (1, 2, 3)]
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    release.set()
+    await asyncio.gather(first, *others)
+    assert order == [1, 2, 3]
+    assert limit.in_flight == 0
+    assert not limit._waiters
+
+
+async def test_many_waiters_all_get_through_never_more_than_the_limit_at_once() -> None:
+    limit = AdaptiveLimit(2)
+    ran = most = 0
+
+    async def work() -> None:
+        nonlocal ran, most
+        async with limit:
+            ran += 1
+            most = max(most, limit.in_flight)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(work() for _ in range(200)))
+    assert (ran, most, limit.in_flight) == (200, 2, 0)
