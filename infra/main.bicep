@@ -57,7 +57,21 @@ param pythonVersion string = '3.13'
 @minValue(2)
 param maxDeliveryCount int = 10
 
-param maximumInstances int = 40
+// Sizing, from one application user's service protection limits per Dataverse web server
+// (Learn: 6,000 requests per 300 s = 20 requests/s, 52 in flight):
+//   in flight needed = write rate x Dataverse latency (Little's law); at the 20/s budget and
+//   200 ms a write, 4 requests in flight use it all;
+//   instances = ceil(in flight / dataverseMaxConcurrency), and no more than 52 in flight in all:
+//   maximumInstances x dataverseMaxConcurrency <= 52 keeps the fleet under the concurrency limit
+//   (3 x 16 = 48). More instances add only 429s; the adaptive limit (pacing.py) trims the rest.
+// Past 20 writes/s, split the handlers across apps with application users of their own
+// (README, "Sizing").
+@description('Most instances Flex Consumption may run; maximumInstances x dataverseMaxConcurrency <= 52')
+param maximumInstances int = 3
+
+@description('Dataverse requests in flight per instance (DATAVERSE_MAX_CONCURRENCY)')
+@minValue(1)
+param dataverseMaxConcurrency int = 16
 param healthSchedule string = '0 */15 * * * *'
 param housekeepingSchedule string = '0 30 3 * * *'
 
@@ -558,7 +572,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'APP_USER_OBJECT_ID', value: empty(appUserObjectId) ? identity.properties.principalId : appUserObjectId }
         { name: 'DATAVERSE_WRITE_TAG', value: writeTag }
         { name: 'DATAVERSE_CALL_BUDGET_SECONDS', value: '45' }
-        { name: 'DATAVERSE_MAX_CONCURRENCY', value: '16' }
+        { name: 'DATAVERSE_MAX_CONCURRENCY', value: string(dataverseMaxConcurrency) }
         { name: 'IDEMPOTENCY_STORE', value: 'table' }
         { name: 'IDEMPOTENCY_TABLE', value: idempotencyTable }
         { name: 'POISON_CONTAINER', value: poisonContainer }

@@ -9,4 +9,4 @@ param allowedOrganizations = 'contoso.crm.dynamics.com'
 param deployerPrincipalId = readEnvironmentVariable('DEPLOYER_PRINCIPAL_ID', '')
 param operatorsPrincipalId = readEnvironmentVariable('OPERATORS_PRINCIPAL_ID', '')
 param appUserObjectId = readEnvironmentVariable('APP_USER_OBJECT_ID', '')
-param maximumInstances = 40
+param maximumInstances = 3 // x 16 in flight = 48 of the 52 one application user may have

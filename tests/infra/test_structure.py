@@ -408,3 +408,17 @@ def test_the_table_role_is_scoped_to_the_table_the_template_creates() -> None:
     table = resource("tableContributor")
     assert "scope: claimsTable" in table
     assert "name: idempotencyTable" in resource("claimsTable")
+
+
+def test_the_fleet_is_sized_under_one_application_users_concurrency_limit() -> None:
+    # maximumInstances x dataverseMaxConcurrency <= 52 (Learn, "Service protection API limits"),
+    # in the template's defaults and in every environment's parameters.
+    default_instances = int(re.search(r"param maximumInstances int = (\d+)", BICEP).group(1))  # type: ignore[union-attr]
+    per_instance = int(re.search(r"param dataverseMaxConcurrency int = (\d+)", BICEP).group(1))  # type: ignore[union-attr]
+    assert default_instances * per_instance <= 52
+    assert "value: string(dataverseMaxConcurrency)" in BICEP
+    for name in ENVIRONMENTS:
+        params = (ROOT / "infra" / "environments" / f"{name}.bicepparam").read_text()
+        instances = int(re.search(r"param maximumInstances = (\d+)", params).group(1))  # type: ignore[union-attr]
+        found = re.search(r"param dataverseMaxConcurrency = (\d+)", params)
+        assert instances * (int(found.group(1)) if found else per_instance) <= 52, name
