@@ -25,44 +25,24 @@ import argparse
 import asyncio
 import math
 import multiprocessing
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+
+from benchmarks.servers import emulator_server
 
 WINDOW = 10.0
 REQUESTS = 200  # per window: Dataverse's 20 requests/s
 LATENCY = 0.05
 
 
-@contextmanager
-def limited_emulator() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable, "-m", "tools.emulator", "--port", str(port), "--latency", str(LATENCY),
+def limited_emulator() -> AbstractContextManager[str]:
+    return emulator_server(
+        LATENCY,
         "--limits", "--window", str(WINDOW), "--request-limit", str(REQUESTS),
         "--execution-ms", str(1_200_000 * WINDOW / 300), "--cost-ms", "20",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("the emulator did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    )  # fmt: skip
 
 
 @dataclass

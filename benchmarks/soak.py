@@ -49,7 +49,6 @@ import base64
 import logging
 import os
 import random
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -64,6 +63,7 @@ import httpx
 import orjson
 from azure.data.tables.aio import TableClient
 
+from benchmarks.servers import free_ports, wait_for
 from shared.dataverse import DataverseClient, RetryPolicy
 from shared.deadlines import Deadlines
 from shared.dispatch import Dispatcher
@@ -174,16 +174,6 @@ def soak_router(
     return router
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for probe in sockets:
-        probe.bind(("127.0.0.1", 0))
-    ports = [probe.getsockname()[1] for probe in sockets]
-    for probe in sockets:
-        probe.close()
-    return ports
-
-
 @contextmanager
 def azurite_running() -> Iterator[str]:
     """The connection string of the Azurite scripts/test started (AZURITE_CONNECTION_STRING),
@@ -195,7 +185,7 @@ def azurite_running() -> Iterator[str]:
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise SystemExit("Azurite is not installed: run `npm ci` in the repository first")
-    blob, queue, table = _free_ports(3)
+    blob, queue, table = free_ports(3)
     key = base64.b64encode(os.urandom(64)).decode()
     process = subprocess.Popen(
         [str(binary), "--silent", "--inMemoryPersistence", "--disableTelemetry",
@@ -211,14 +201,7 @@ def azurite_running() -> Iterator[str]:
         for kind, port in (("Blob", blob), ("Queue", queue), ("Table", table))
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", table)) == 0:
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("Azurite did not start")
-            time.sleep(0.1)
+        wait_for(table, process, "Azurite")
         yield (
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             f"AccountKey={key};{endpoints}"

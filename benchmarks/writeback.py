@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import httpx
 
+from benchmarks.servers import emulator_server
 from shared.dataverse import DataverseClient, RetryPolicy
 from tools.emulator import AnyToken, DataverseEmulator
 
@@ -93,33 +89,6 @@ async def concurrent_versus_sequential(
         concurrent = count / (time.perf_counter() - started)
     assert emulator.most_in_flight <= limit
     return concurrent, sequential
-
-
-@contextlib.contextmanager
-def emulator_server(latency: float) -> Iterator[str]:
-    """The emulator in its own process on a free loopback port, so that this process's CPU
-    time is the client's alone."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.emulator", "--port", str(port), "--latency", str(latency)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("the emulator did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def client_cpu_per_request(url: str, limit: int, count: int) -> tuple[float, float]:
