@@ -11,6 +11,7 @@ DATAVERSE_OPENTELEMETRY is on, or whatever the operator installs):
 | `dataverse.retry_after` | histogram, `s` | the pauses Dataverse asked for |
 | `dataverse.claim.wait` | histogram, `s` | `dataverse.claim.state`: waits on a held claim |
 | `dataverse.canary.delay` | histogram, `s` | `dataverse.path`: canary sent to arrived |
+| `dataverse.client.concurrency_limit` | gauge, `{request}` | each client's adaptive limit now |
 
 A DeadLetter on `eventhubs` is a parked event. Names and units follow the OpenTelemetry
 conventions; no attribute carries a column value.
@@ -20,11 +21,14 @@ Without a provider, nothing is recorded and nothing costs.
 from __future__ import annotations
 
 import os
+import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.metrics import Observation
 from opentelemetry.metrics import _internal as _metrics_state
 
 METER_NAME = "dataverse-event-consumers"
@@ -56,7 +60,25 @@ def _instruments(meter_id: int) -> dict[str, Any]:
         "retry_after": current.create_histogram("dataverse.retry_after", unit="s"),
         "claim_wait": current.create_histogram("dataverse.claim.wait", unit="s"),
         "canary": current.create_histogram("dataverse.canary.delay", unit="s"),
+        "limit": current.create_observable_gauge(
+            "dataverse.client.concurrency_limit", callbacks=[_limits], unit="{request}"
+        ),
     }
+
+
+# The adaptive limits of the live clients (shared/dataverse/pacing.py), read when exported.
+_tracked: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track(limit: Any) -> None:
+    _tracked.add(limit)
+    if enabled():
+        instruments()  # the gauge exists from the first client on
+
+
+def _limits(options: Any) -> Iterator[Observation]:
+    for limit in list(_tracked):
+        yield Observation(limit.limit, {"dataverse.client.ceiling": limit.ceiling})
 
 
 def instruments() -> dict[str, Any]:

@@ -167,6 +167,7 @@ class DataverseClient:
         # At most max_concurrency in flight; fewer after 429s, climbing back on successes, so
         # that instances sharing one application user converge to their share (pacing.py).
         self.concurrency = AdaptiveLimit(max_concurrency, adaptive=adaptive_concurrency)
+        metrics.track(self.concurrency)  # the current limit, as a gauge
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter

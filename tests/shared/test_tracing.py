@@ -252,3 +252,13 @@ async def test_the_service_bus_handling_the_trigger_calls_makes_the_same_tree(
     assert attrs(root)["dataverse.lag_s"] > 0
     assert by_name(finished, "handler ")
     assert by_name(finished, "PATCH ")
+
+
+async def test_each_clients_adaptive_limit_is_a_gauge(
+    meters: Any, dataverse: tuple[DataverseClient, DataverseEmulator]
+) -> None:
+    client, _ = dataverse
+    client.concurrency.throttled_by("0x80072326")  # halved
+    found = points(meters)
+    limits = {p.value for p in found["dataverse.client.concurrency_limit"]}
+    assert client.concurrency.limit in limits
