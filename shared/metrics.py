@@ -11,7 +11,7 @@ DATAVERSE_OPENTELEMETRY is on, or whatever the operator installs):
 | `dataverse.retry_after` | histogram, `s` | the pauses Dataverse asked for |
 | `dataverse.claim.wait` | histogram, `s` | `dataverse.claim.state`: waits on a held claim |
 | `dataverse.canary.delay` | histogram, `s` | `dataverse.path`: canary sent to arrived |
-| `dataverse.client.concurrency_limit` | gauge, `{request}` | each client's adaptive limit now |
+| `dataverse.client.concurrency_limit` | gauge, `{request}` | the adaptive limits, summed |
 
 A DeadLetter on `eventhubs` is a parked event. Names and units follow the OpenTelemetry
 conventions; no attribute carries a column value.
@@ -77,8 +77,9 @@ def track(limit: Any) -> None:
 
 
 def _limits(options: Any) -> Iterator[Observation]:
-    for limit in list(_tracked):
-        yield Observation(limit.limit, {"dataverse.client.ceiling": limit.ceiling})
+    """The process's in-flight allowance to Dataverse now: the sum of its clients' limits
+    (usually one client a process)."""
+    yield Observation(sum(limit.limit for limit in list(_tracked)))
 
 
 def instruments() -> dict[str, Any]:

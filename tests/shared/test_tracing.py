@@ -257,8 +257,15 @@ async def test_the_service_bus_handling_the_trigger_calls_makes_the_same_tree(
 async def test_each_clients_adaptive_limit_is_a_gauge(
     meters: Any, dataverse: tuple[DataverseClient, DataverseEmulator]
 ) -> None:
+    from shared import metrics
+
     client, _ = dataverse
     client.concurrency.throttled_by("0x80072326")  # halved
-    found = points(meters)
-    limits = {p.value for p in found["dataverse.client.concurrency_limit"]}
-    assert client.concurrency.limit in limits
+    assert client.concurrency.limit == 4
+    import gc
+
+    gc.collect()  # other tests' clients: only the live ones stay tracked
+    expected = sum(limit.limit for limit in list(metrics._tracked))
+    (point,) = points(meters)["dataverse.client.concurrency_limit"]
+    assert point.value == expected
+    assert client.concurrency in metrics._tracked
