@@ -62,9 +62,12 @@ class Settlement:
         self.settled[message.message_id] = "abandoned"
 
     def deadletter(
-        self, message: Any, reason: str | None = None, error_description: str | None = None
+        self,
+        message: Any,
+        deadletter_reason: str | None = None,
+        deadletter_error_description: str | None = None,
     ) -> None:
-        self.settled[message.message_id] = f"dead-lettered ({reason})"
+        self.settled[message.message_id] = f"dead-lettered ({deadletter_reason})"
 
 
 def client(emulator: DataverseEmulator, token: str) -> DataverseClient:

@@ -272,3 +272,29 @@ def test_the_demo_prints_each_events_span_tree_with_trace() -> None:
     assert "  trace    process servicebus" in done.stdout
     assert "  trace      handler handlers.welcome_task.open_welcome_task" in done.stdout
     assert "  trace        PATCH tasks" in done.stdout
+
+
+async def test_the_demos_settlement_takes_a_dead_letter_as_service_bus_does() -> None:
+    # handle_message dead-letters with ServiceBusMessageActions' keyword names.
+    from datetime import UTC, datetime
+
+    from shared.dispatch import Dispatcher
+    from shared.routing import Router
+    from shared.servicebus import handle_message
+    from shared.settings import Settings
+
+    message = PostedMessage(
+        endpoint="contoso-events",
+        contract=6,
+        path=PATH,
+        body=b"not a context",
+        content_type="application/json",
+        application_properties={},
+        message_id="m-1",
+        sequence_number=1,
+        enqueued_time_utc=datetime.now(UTC),
+    )
+    settlement = demo.Settlement()
+    dispatcher = Dispatcher(Router(), lambda: None, Settings())  # type: ignore[arg-type, return-value]
+    await handle_message(dispatcher, message, settlement)
+    assert settlement.settled == {"m-1": "dead-lettered (InvalidJson)"}
