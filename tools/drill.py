@@ -186,10 +186,10 @@ class Drill:
     def _update(
         self, entity_set: str, match: Callable[[dict[str, Any]], bool], **changes: object
     ) -> None:
+        key = self.emulator.tables[entity_set].primary_id
         for row in self.emulator.rows(entity_set):
             if match(row):
                 row.update(changes)
-                key = next(k for k in row if k.endswith("id") and k[:-2] in entity_set)
                 self.emulator.store.put(entity_set, row[key], row)
 
     def inject(self, fault: str) -> None:

@@ -37,7 +37,7 @@ from tools.emulator.faults import Fault, Faults, fault_error
 from tools.emulator.limits import Refusal, ServiceProtection
 from tools.emulator.posting import LocalBroker, Poster, Write
 from tools.emulator.queries import navigate, query_rows, retrieve
-from tools.emulator.schema import SchemaError, check_columns, check_payload, check_query
+from tools.emulator.schema import SchemaError, check_payload, check_query, check_select
 from tools.emulator.store import DEFAULT_TABLES, Store, Table
 from tools.emulator.wire import (
     API_PREFIX,
@@ -276,8 +276,7 @@ class DataverseEmulator:
         """Count the request against its user's service protection limits, or refuse it."""
         if self.limits is None:
             return None
-        token = headers.get("authorization", "")[7:].strip()
-        user = str(self.identities.get(token, self.default_identity).system_user_id)
+        user = str(self._identity(headers).system_user_id)
         operations = 1
         if path.endswith("$batch"):
             operations = max(1, body.count(b"Content-Type: application/http"))
@@ -306,7 +305,6 @@ class DataverseEmulator:
         headers: Mapping[str, str],
         query: Mapping[str, str],
     ) -> None:
-        token = headers.get("authorization", "")[7:].strip()
         changed = frozenset(
             key[1:-6] if key.startswith("_") and key.endswith("_value") else key
             for key in changes
@@ -321,7 +319,7 @@ class DataverseEmulator:
                 None if after is None else dict(after),
                 version,
                 changed,
-                self.identities.get(token, self.default_identity),
+                self._identity(headers),
                 query.get("tag") or None,
                 dict(headers),
             )
@@ -329,9 +327,17 @@ class DataverseEmulator:
 
     # --- requests -------------------------------------------------------------------------------
 
-    def _authenticate(self, headers: Mapping[str, str]) -> None:
+    @staticmethod
+    def _token(headers: Mapping[str, str]) -> str:
         authorization = headers.get("authorization", "")
-        token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        return authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+
+    def _identity(self, headers: Mapping[str, str]) -> Identity:
+        """Who the request runs as: the identity its bearer token names, or the default user."""
+        return self.identities.get(self._token(headers), self.default_identity)
+
+    def _authenticate(self, headers: Mapping[str, str]) -> None:
+        token = self._token(headers)
         if not token or token in self.revoked_tokens or self.refuse_every_token:
             raise WebApiError(
                 401,
@@ -387,8 +393,8 @@ class DataverseEmulator:
                 check_payload(table, payload)
             if method == "GET" and key is None:
                 check_query(table, query)
-            elif method == "GET" and query.get("$select"):
-                check_columns(table, (c.strip() for c in query["$select"].split(",")))
+            elif method == "GET":
+                check_select(table, query)
         except SchemaError as error:
             raise WebApiError(400, error.code, error.message) from None
         if key is None:

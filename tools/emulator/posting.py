@@ -164,8 +164,6 @@ class Poster:
         return sorted(found, key=lambda step: step.get("rank", 1))
 
     def after_write(self, write: Write) -> None:
-        if not self.steps_for(write.message, write.table.logical_name):
-            return
         for step in self.steps_for(write.message, write.table.logical_name):
             if self._filtered_out(step, write) or self._bypassed(step, write.headers):
                 continue

@@ -77,13 +77,18 @@ def check_columns(table: TableSpec, columns: Iterable[str]) -> None:
             )
 
 
+def check_select(table: TableSpec, query: Mapping[str, str]) -> None:
+    """The columns of `$select`, on a row or a collection."""
+    if query.get("$select"):
+        check_columns(table, (c.strip() for c in query["$select"].split(",")))
+
+
 def check_query(table: TableSpec, query: Mapping[str, str]) -> None:
     """The options and columns of a collection query, as Dataverse checks them."""
     for option in UNSUPPORTED_OPTIONS:
         if option in query:
             raise SchemaError(UNSUPPORTED_OPTION, f"The query parameter {option} is not supported")
-    if query.get("$select"):
-        check_columns(table, (c.strip() for c in query["$select"].split(",")))
+    check_select(table, query)
     if query.get("$filter"):
         check_columns(table, filter_columns(query["$filter"]))
     if query.get("$orderby"):
