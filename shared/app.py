@@ -29,7 +29,6 @@ class Runtime:
     router: Router
     dispatcher: Dispatcher
     _poison: PoisonStore | None = field(default=None, repr=False)
-    handlers: str = "handlers"
 
     @property
     def poison(self) -> PoisonStore:
@@ -41,9 +40,13 @@ class Runtime:
         from datetime import UTC, datetime, timedelta
 
         from shared.registration import load_environment
+        from shared.steps import with_routes
 
         assert self.settings.environment_name is not None
-        spec = load_environment(self.settings.environment_name, handlers=self.handlers)
+        # The routes this runtime already discovered, not a second discovery per health run.
+        spec = with_routes(
+            load_environment(self.settings.environment_name, handlers=None), self.router.routes
+        )
         since = datetime.now(UTC) - timedelta(minutes=self.settings.health_lookback_minutes)
         return await run_checks(
             self.dispatcher.dataverse, spec, since=since, canaries=self.dispatcher.canaries
@@ -86,7 +89,7 @@ def build(
         idempotency=idempotency or make_idempotency_store(settings),
         canaries=make_canary_store(settings),
     )
-    return Runtime(settings, router, dispatcher, poison, handlers)
+    return Runtime(settings, router, dispatcher, poison)
 
 
 def make_canary_store(settings: Settings) -> CanaryStore:
