@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.test_structure import BICEP, resource
+
 ROOT = Path(__file__).resolve().parents[2]
-BICEP = (ROOT / "infra" / "main.bicep").read_text()
 QUERIES = sorted((ROOT / "infra" / "queries").glob("*.kql"))
 
 # Workspace-based Application Insights tables the app's telemetry lands in (Learn: "Azure
@@ -28,11 +29,6 @@ KQL_WORDS = {
     "tostring", "ago", "isnotempty", "isnotnull", "render", "timechart", "barchart", "or", "and",
     "project", "order", "desc", "asc", "sum", "avg", "max", "min", "h", "m", "d",
 }  # fmt: skip
-
-
-def resource(name: str) -> str:
-    start = BICEP.index(f"\nresource {name} ")
-    return BICEP[start + 1 :].split("\n}", 1)[0]
 
 
 def test_an_action_group_takes_the_operators_addresses() -> None:

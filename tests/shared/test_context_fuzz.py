@@ -12,6 +12,7 @@ from shared.context import parse_context
 from shared.context.binary_reader import MAX_ARRAY_ITEMS
 from shared.errors import InvalidMessage
 from tests.conftest import CONTEXTS
+from tools.emulator.formats import mb31
 
 BODIES = [path.read_bytes() for path in sorted(CONTEXTS.glob("*.json"))] + [
     path.read_bytes() for path in sorted(CONTEXTS.glob("*.xml"))
@@ -198,15 +199,6 @@ def test_xml_in_wide_encodings_decodes_or_refuses_within_memory(
 
 
 ARRAY_ITEM_SIZES = {0xB5: 1, 0x8B: 2, 0x8D: 4, 0x8F: 8, 0x91: 4, 0x93: 8, 0x97: 8, 0xAF: 8}
-
-
-def mb31(value: int) -> bytes:
-    encoded = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        encoded.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(encoded)
 
 
 @st.composite

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
 from tools.emulator import API_PREFIX, DataverseEmulator
 from tools.emulator.odata import QueryError, parse_filter
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[tuple[httpx.AsyncClient, DataverseEmulator]]:
-    emulator = DataverseEmulator()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=emulator),
-        base_url="https://contoso.crm.dynamics.com" + API_PREFIX,
-        headers={"Authorization": "Bearer anything"},
-    ) as client:
-        yield client, emulator
 
 
 async def test_a_request_without_a_bearer_token_is_401() -> None:

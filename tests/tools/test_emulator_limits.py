@@ -8,7 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from tools.emulator import API_PREFIX, DataverseEmulator
+from tests.tools.conftest import web_api
+from tools.emulator import DataverseEmulator
 from tools.emulator.limits import CONCURRENCY, EXECUTION_TIME, REQUESTS, ServiceProtection
 
 
@@ -18,14 +19,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def http(emulator: DataverseEmulator, token: str = "app") -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=emulator),
-        base_url="https://contoso.crm.dynamics.com" + API_PREFIX,
-        headers={"Authorization": f"Bearer {token}"},
-    )
 
 
 @pytest.fixture
@@ -57,7 +50,7 @@ async def test_the_6001st_request_in_300_s_is_refused_until_the_window_moves(
     emulator = DataverseEmulator(limits=limits)
     emulator.add_identity("app", "app user")
     emulator.add_identity("other", "another user")
-    async with http(emulator) as client, http(emulator, "other") as other:
+    async with web_api(emulator, "app") as client, web_api(emulator, "other") as other:
         assert set(await many(client, 6000)) == {200}
         refused = await client.get("accounts?$top=1")
         assert refused.status_code == 429
@@ -74,7 +67,7 @@ async def test_the_6001st_request_in_300_s_is_refused_until_the_window_moves(
 async def test_execution_time_past_1_200_000_ms_is_refused(clock: Clock) -> None:
     limits = ServiceProtection(cost_ms=1000.0, clock=clock)
     emulator = DataverseEmulator(limits=limits)
-    async with http(emulator) as client:
+    async with web_api(emulator, "app") as client:
         assert set(await many(client, 1200)) == {200}
         refused = await client.get("accounts?$top=1")
     assert refused.status_code == 429
@@ -85,7 +78,7 @@ async def test_execution_time_past_1_200_000_ms_is_refused(clock: Clock) -> None
 
 async def test_the_53rd_concurrent_request_is_refused_at_once() -> None:
     emulator = DataverseEmulator(limits=ServiceProtection(), latency=0.2)
-    async with http(emulator) as client:
+    async with web_api(emulator, "app") as client:
         responses = await asyncio.gather(*(client.get("accounts?$top=1") for _ in range(60)))
     refused = [r for r in responses if r.status_code == 429]
     assert len(refused) == 8
@@ -106,14 +99,14 @@ async def test_a_batch_counts_each_operation(clock: Clock) -> None:
             batch.create("accounts", {"name": f"a{n}"})
         await batch.send()
     assert len(emulator.rows("accounts")) == 10
-    async with http(emulator, "token-1") as raw:
+    async with web_api(emulator, "token-1") as raw:
         assert (await raw.get("accounts?$top=1")).status_code == 429
 
 
 async def test_several_web_servers_each_count_their_own(clock: Clock) -> None:
     limits = ServiceProtection(requests=5, cost_ms=0.0, servers=2, clock=clock)
     emulator = DataverseEmulator(limits=limits)
-    async with http(emulator) as client:
+    async with web_api(emulator, "app") as client:
         statuses = await many(client, 11)
     assert statuses.count(200) == 10
     assert statuses[-1] == 429

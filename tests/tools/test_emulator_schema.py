@@ -4,26 +4,12 @@ properties in a payload, unknown columns in a query, unsupported options; `$coun
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
 from shared.tables import project_tables
-from tools.emulator import API_PREFIX, DataverseEmulator
-
-Http = tuple[httpx.AsyncClient, DataverseEmulator]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[Http]:
-    emulator = DataverseEmulator()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=emulator),
-        base_url="https://contoso.crm.dynamics.com" + API_PREFIX,
-        headers={"Authorization": "Bearer anything"},
-    ) as client:
-        yield client, emulator
+from tests.tools.conftest import Http
+from tools.emulator import DataverseEmulator
 
 
 def error(response: httpx.Response) -> tuple[int, str, str]:

@@ -189,7 +189,8 @@ CHARS8, CHARS16, CHARS32 = 0x98, 0x9A, 0x9C
 EMPTY_TEXT = 0xA8
 
 
-def _mb31(value: int) -> bytes:
+def mb31(value: int) -> bytes:
+    """[MC-NBFX]'s MultiByteInt31: 7 bits a byte, low first, the high bit for more."""
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -200,7 +201,7 @@ def _mb31(value: int) -> bytes:
 
 def _string(text: str) -> bytes:
     data = text.encode("utf-8")
-    return _mb31(len(data)) + data
+    return mb31(len(data)) + data
 
 
 def _text_record(text: str, *, closes: bool = False) -> bytes:
