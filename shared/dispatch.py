@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -110,6 +111,10 @@ class DispatchStats:
         self.outcomes[name] = self.outcomes.get(name, 0) + 1
 
 
+# Stands for the event's span when no tracer provider is installed: nothing to enter or end.
+NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
 @dataclass(frozen=True)
 class Canary:
     """A canary event, recognised before any guard or handler (shared/canary.py)."""
@@ -170,15 +175,13 @@ class Dispatcher:
         scope = EventScope(event.message_id)
         token = SCOPE.set(scope)
         try:
-            if tracing.enabled():
-                with tracing.event_span(
+            with (
+                tracing.event_span(
                     event.transport, event.message_id, event.delivery_count, event.properties
-                ) as span:
-                    outcome = await self._decide(event, scope)
-                    if scope.context is not None:
-                        tracing.describe_context(span, scope.context)
-                    tracing.record_outcome(span, outcome)
-            else:  # the hot path, inlined: no extra coroutine per event
+                )
+                if tracing.enabled()
+                else NO_SPAN
+            ) as span:
                 decided = self._admit(event, scope)
                 if isinstance(decided, tuple):
                     outcome = await self._run(event, *decided, scope)
@@ -186,19 +189,15 @@ class Dispatcher:
                     outcome = await self._arrived(decided)
                 else:
                     outcome = decided
+                if span is not None:
+                    if scope.context is not None:
+                        tracing.describe_context(span, scope.context)
+                    tracing.record_outcome(span, outcome)
         finally:
             SCOPE.reset(token)
         self.stats.count(outcome)
         metrics.event_done(outcome, scope.context, event.transport)
         return outcome
-
-    async def _decide(self, event: DataverseEvent, scope: EventScope) -> Outcome:
-        decided = self._admit(event, scope)
-        if isinstance(decided, tuple):
-            return await self._run(event, *decided, scope)
-        if isinstance(decided, Canary):
-            return await self._arrived(decided)
-        return decided
 
     async def _arrived(self, canary: Canary) -> Outcome:
         """Record a canary's arrival for the health run; a failed write is retried with the
