@@ -125,9 +125,13 @@ def record_outcome(span: Span, outcome: Any) -> None:
         span.set_status(Status(StatusCode.ERROR, str(reason)))
 
 
+# What a span's place holds without a provider: nothing to enter or end, shared by all.
+NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
 def handler_span(name: str) -> AbstractContextManager[Any]:
     if not enabled():
-        return nullcontext()
+        return NO_SPAN
     return tracer().start_as_current_span(f"handler {name}", attributes={"dataverse.handler": name})
 
 
