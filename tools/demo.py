@@ -196,6 +196,16 @@ async def run(environment: str, handlers: str = "handlers", trace: bool = False)
     return 0
 
 
+async def create_canary_row(pipeline: DataverseClient, spec: Any) -> None:
+    """The row the canary changes, created quietly (no step runs for its creation)."""
+    await pipeline.upsert(
+        spec.canary.entity_set,
+        UUID(spec.canary.row_id),
+        {"name": "Canary"},
+        options=RequestOptions(bypass_business_logic="CustomAsync"),
+    )
+
+
 async def canary_round_trip(
     emulator: DataverseEmulator,
     spec: Any,
@@ -210,13 +220,8 @@ async def canary_round_trip(
     from shared.health import run_checks
 
     print(f"\n{len(CHANGES) + 2}. The health run sends a canary through every path")
-    async with client(emulator, PIPELINE_TOKEN) as pipeline:  # the row, created quietly
-        await pipeline.upsert(
-            spec.canary.entity_set,
-            UUID(spec.canary.row_id),
-            {"name": "Canary"},
-            options=RequestOptions(bypass_business_logic="CustomAsync"),
-        )
+    async with client(emulator, PIPELINE_TOKEN) as pipeline:
+        await create_canary_row(pipeline, spec)
     since = datetime.now(UTC) - timedelta(minutes=20)
     canaries = runtime.dispatcher.canaries
     await run_checks(monitor, spec, since=since, canaries=canaries)

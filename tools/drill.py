@@ -22,23 +22,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
-
-import httpx
 
 from shared.app import build
 from shared.canary import InMemoryCanaryStore
-from shared.dataverse import DataverseClient, RequestOptions
+from shared.dataverse import DataverseClient
 from shared.health import CheckResult, run_checks
 from shared.health_delivery import QueueState
 from shared.registration import EndpointSpec, EnvironmentSpec, load_environment
 from shared.servicebus import handle_message
 from shared.settings import Settings
-from tools.demo import APP_OBJECT_ID, Settlement
-from tools.emulator import AnyToken, DataverseEmulator
+from tools.demo import APP_OBJECT_ID, ENVIRONMENT, Settlement, client, create_canary_row
+from tools.emulator import DataverseEmulator
 from tools.endpoints import reconcile
 
-ENVIRONMENT = "https://contoso.crm.dynamics.com"
 HEALTH_PERIOD = timedelta(minutes=16)  # a little over the default 15-minute schedule
 SECRET_LIFETIME = timedelta(days=180)
 FLOW = "Publish account changes to Service Bus"
@@ -111,9 +107,7 @@ class Drill:
         self.settlement = Settlement()
 
     def client(self, token: str) -> DataverseClient:
-        return DataverseClient(
-            ENVIRONMENT, auth=AnyToken(token), transport=httpx.ASGITransport(app=self.emulator)
-        )
+        return client(self.emulator, token)
 
     async def setup(self) -> None:
         async def key(endpoint: EndpointSpec) -> str:
@@ -121,13 +115,8 @@ class Drill:
 
         async with self.client("pipeline") as pipeline:
             await reconcile(pipeline, self.spec, apply=True, sas_key=key)
-            if self.spec.canary is not None:  # the canary row, created quietly
-                await pipeline.upsert(
-                    self.spec.canary.entity_set,
-                    UUID(self.spec.canary.row_id),
-                    {"name": "Canary"},
-                    options=RequestOptions(bypass_business_logic="CustomAsync"),
-                )
+            if self.spec.canary is not None:
+                await create_canary_row(pipeline, self.spec)
         for flow in self.spec.flows:
             self.emulator.store.put(
                 "workflows",
