@@ -49,6 +49,36 @@ async def test_create_answers_204_with_the_entity_url(
     assert represented.json()["name"] == "B"
 
 
+async def test_table_definitions_name_each_tables_entity_set(
+    http: tuple[httpx.AsyncClient, DataverseEmulator],
+) -> None:
+    """Learn, "Query table definitions using the Web API": the shape clients read (Microsoft's
+    Python SDK resolves a logical name this way before its first write)."""
+    client, _ = http
+    found = await client.get(
+        "EntityDefinitions",
+        params={
+            "$select": "LogicalName,EntitySetName,PrimaryIdAttribute",
+            "$filter": "LogicalName eq 'contact'",
+        },
+    )
+    assert found.status_code == 200
+    assert found.json()["value"] == [
+        {"LogicalName": "contact", "EntitySetName": "contacts", "PrimaryIdAttribute": "contactid"}
+    ]
+    none = await client.get("EntityDefinitions", params={"$filter": "LogicalName eq 'nosuch'"})
+    assert none.json()["value"] == []
+    one = await client.get("EntityDefinitions(LogicalName='account')")
+    assert one.json()["EntitySetName"] == "accounts"
+    missing = await client.get("EntityDefinitions(LogicalName='nosuch')")
+    assert missing.status_code == 404
+    choices = await client.get(
+        "EntityDefinitions(LogicalName='account')/Attributes/"
+        "Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+    )
+    assert choices.json()["value"] == []
+
+
 async def test_injected_throttling_carries_retry_after(
     http: tuple[httpx.AsyncClient, DataverseEmulator],
 ) -> None:

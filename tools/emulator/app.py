@@ -16,6 +16,7 @@ It follows Microsoft's documented behaviour (Microsoft Learn, Dataverse develope
 - "Service protection API limits": 429 with `Retry-After` and error code 0x80072322.
 - "Compose HTTP requests and handle errors": `{"error": {"code", "message"}}` bodies.
 - "Compose a query with optional parameters": the `tag` parameter is recorded per request.
+- "Query table definitions using the Web API": `EntityDefinitions` by logical name.
 Every request needs `Authorization: Bearer <token>` (401 without, or with a revoked token).
 """
 
@@ -33,6 +34,7 @@ import orjson
 from shared.tables import table as table_spec
 from tools.emulator.batch import run_batch
 from tools.emulator.contexts import Identity
+from tools.emulator.definitions import entity_definitions
 from tools.emulator.faults import Fault, Faults, fault_error
 from tools.emulator.limits import Refusal, ServiceProtection
 from tools.emulator.posting import LocalBroker, Poster, Write
@@ -384,6 +386,11 @@ class DataverseEmulator:
                 404, SEGMENT_NOT_FOUND, f"Resource not found for the segment '{resource}'."
             )
         name, key, rest = match.group("name"), match.group("key"), match.group("rest")
+        if name == "EntityDefinitions" and method == "GET":
+            metadata = f"{self.environment_url}{API_PREFIX}$metadata"
+            return json_response(
+                200, entity_definitions(self.tables.values(), key, rest, query, metadata)
+            )
         table = self.tables.get(name)
         payload = json_body(body) if body else {}
         if table is None:
