@@ -12,6 +12,8 @@ DATAVERSE_OPENTELEMETRY is on, or whatever the operator installs):
 | `dataverse.claim.wait` | histogram, `s` | `dataverse.claim.state`: waits on a held claim |
 | `dataverse.canary.delay` | histogram, `s` | `dataverse.path`: canary sent to arrived |
 | `dataverse.client.concurrency_limit` | gauge, `{request}` | the adaptive limits, summed |
+| `dataverse.budget.wait` | histogram, `s` | waits for the shared request budget's window |
+| `dataverse.budget.unavailable` | counter, `{error}` | storage failures of the shared budget |
 
 A DeadLetter on `eventhubs` is a parked event. Names and units follow the OpenTelemetry
 conventions; no attribute carries a column value.
@@ -60,6 +62,10 @@ def _instruments(meter_id: int) -> dict[str, Any]:
         "retry_after": current.create_histogram("dataverse.retry_after", unit="s"),
         "claim_wait": current.create_histogram("dataverse.claim.wait", unit="s"),
         "canary": current.create_histogram("dataverse.canary.delay", unit="s"),
+        "budget_wait": current.create_histogram("dataverse.budget.wait", unit="s"),
+        "budget_unavailable": current.create_counter(
+            "dataverse.budget.unavailable", unit="{error}"
+        ),
         "limit": current.create_observable_gauge(
             "dataverse.client.concurrency_limit", callbacks=[_limits], unit="{request}"
         ),
@@ -132,3 +138,13 @@ def claim_waited(seconds: float, state: str) -> None:
 def canary_delivered(path: str, seconds: float) -> None:
     if enabled():
         instruments()["canary"].record(seconds, {"dataverse.path": path[:128]})
+
+
+def budget_waited(seconds: float) -> None:
+    if enabled():
+        instruments()["budget_wait"].record(seconds)
+
+
+def budget_unavailable() -> None:
+    if enabled():
+        instruments()["budget_unavailable"].add(1)

@@ -34,6 +34,10 @@ class Settings:
     call_budget_seconds: float = 45.0
     # Web API requests in flight per process. Every instance shares one app user's limit of 52.
     max_concurrency: int = 16
+    # Requests per 300 s the whole fleet may send as the app user, counted together in the app's
+    # table (shared/dataverse/budget.py): 95% of Dataverse's 6,000. 0 turns the count off; it is
+    # off with the in-memory store, where there is no table to count in.
+    request_budget: int = 5700
     # Client id of a user-assigned managed identity; empty means the system-assigned identity.
     managed_identity_client_id: str | None = None
     # True in Azure (see `running_in_azure`): the fail-closed guards apply.
@@ -80,7 +84,7 @@ class Settings:
             found = env.get(name, "").strip()
             return found or None
 
-        def number(name: str, default: float) -> float:
+        def number(name: str, default: float, *, zero: bool = False) -> float:
             found = text(name)
             if found is None:
                 return default
@@ -88,7 +92,7 @@ class Settings:
                 value = float(found)
             except ValueError:
                 raise SettingsError(f"{name} must be a number, got {found!r}") from None
-            if value <= 0:
+            if value < 0 or (value == 0 and not zero):
                 raise SettingsError(f"{name} must be positive, got {found!r}")
             return value
 
@@ -102,6 +106,7 @@ class Settings:
             write_tag=text("DATAVERSE_WRITE_TAG") or DEFAULT_WRITE_TAG,
             call_budget_seconds=number("DATAVERSE_CALL_BUDGET_SECONDS", 45.0),
             max_concurrency=int(number("DATAVERSE_MAX_CONCURRENCY", 16)),
+            request_budget=int(number("DATAVERSE_REQUEST_BUDGET", 5700, zero=True)),
             managed_identity_client_id=text("AZURE_CLIENT_ID"),
             in_azure=in_azure,
             allowed_organizations=frozenset(

@@ -9,6 +9,7 @@ import httpx
 from shared.settings import Settings, SettingsError, make_credential
 
 from .auth import BearerTokenAuth
+from .budget import SharedBudget, TableRing
 from .client import DataverseClient, RequestOptions, RetryPolicy
 
 if TYPE_CHECKING:
@@ -30,9 +31,24 @@ def create_client(
     )
     return DataverseClient(
         settings.dataverse_url,
+        budget=shared_budget(settings),
         auth=auth,
         transport=transport,
         options=RequestOptions(tag=settings.write_tag),
         retry=RetryPolicy(budget_seconds=settings.call_budget_seconds),
         max_concurrency=settings.max_concurrency,
     )
+
+
+def shared_budget(settings: Settings) -> SharedBudget | None:
+    """The fleet's request count in the idempotency table, keyed by the environment's host
+    (every instance writes to it as the one app user); None in memory or when turned off."""
+    if settings.request_budget <= 0 or settings.idempotency_store != "table":
+        return None
+    from urllib.parse import urlsplit
+
+    from shared.storage import table_client
+
+    host = urlsplit(settings.dataverse_url or "").hostname or "dataverse"
+    ring = TableRing(table_client(settings, settings.idempotency_table), host)
+    return SharedBudget(ring, requests=settings.request_budget)

@@ -520,6 +520,6 @@ def test_retry_after_is_clamped_to_a_sane_range(header: str, expected: float) ->
     """Finding: `Retry-After: inf` throttled the process until a restart; `-1` gave no wait."""
     import httpx
 
-    from shared.dataverse.client import _retry_after
+    from shared.dataverse.responses import retry_after
 
-    assert _retry_after(httpx.Response(429, headers={"Retry-After": header}), 1) == expected
+    assert retry_after(httpx.Response(429, headers={"Retry-After": header}), 1) == expected

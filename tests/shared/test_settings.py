@@ -51,6 +51,7 @@ def test_values_are_read_and_normalised() -> None:
         ("DATAVERSE_URL", "contoso.crm.dynamics.com"),
         ("DATAVERSE_CALL_BUDGET_SECONDS", "soon"),
         ("DATAVERSE_MAX_CONCURRENCY", "-1"),
+        ("DATAVERSE_REQUEST_BUDGET", "-5"),
     ],
 )
 def test_malformed_settings_are_refused(name: str, value: str) -> None:
@@ -80,6 +81,32 @@ async def test_client_from_settings() -> None:
     assert client.api_url == "https://contoso.crm.dynamics.com/api/data/v9.2/"
     assert client.options.tag == "t"
     await client.aclose()
+
+
+async def test_the_shared_request_budget_is_counted_in_the_table_store_only() -> None:
+    url = "https://contoso.crm.dynamics.com"
+    storage = "UseDevelopmentStorage=true"
+    table = Settings.from_environment(
+        {"DATAVERSE_URL": url, "IDEMPOTENCY_STORE": "table", "AzureWebJobsStorage": storage}
+    )
+    client = create_client(table)
+    assert client.budget is not None
+    assert client.budget.requests == 5700
+    await client.aclose()
+    for off in (
+        Settings.from_environment({**dict(DATAVERSE_URL=url), "IDEMPOTENCY_STORE": "memory"}),
+        Settings.from_environment(
+            {
+                "DATAVERSE_URL": url,
+                "IDEMPOTENCY_STORE": "table",
+                "AzureWebJobsStorage": storage,
+                "DATAVERSE_REQUEST_BUDGET": "0",
+            }
+        ),
+    ):
+        client = create_client(off)
+        assert client.budget is None
+        await client.aclose()
 
 
 async def test_a_loopback_dataverse_url_is_the_emulator_and_needs_no_login() -> None:
