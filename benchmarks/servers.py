@@ -4,12 +4,17 @@ the client's alone)."""
 
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_ports(count: int) -> list[int]:
@@ -47,6 +52,43 @@ def emulator_server(latency: float, *options: str) -> Iterator[str]:
     try:
         wait_for(port, process, "the emulator")
         yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def azurite_running() -> Iterator[str]:
+    """The connection string of the Azurite scripts/test started (AZURITE_CONNECTION_STRING),
+    or of one started here on free ports with a key made for this run (npm ci installs it);
+    never whatever listens on Azurite's usual ports."""
+    if os.environ.get("AZURITE_CONNECTION_STRING"):
+        yield os.environ["AZURITE_CONNECTION_STRING"]
+        return
+    binary = ROOT / "node_modules" / ".bin" / "azurite"
+    if not binary.exists():
+        raise SystemExit("Azurite is not installed: run `npm ci` in the repository first")
+    blob, queue, table = free_ports(3)
+    key = base64.b64encode(os.urandom(64)).decode()
+    process = subprocess.Popen(
+        [str(binary), "--silent", "--inMemoryPersistence", "--disableTelemetry",
+         "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(blob),
+         "--queueHost", "127.0.0.1", "--queuePort", str(queue),
+         "--tableHost", "127.0.0.1", "--tablePort", str(table)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "AZURITE_ACCOUNTS": f"devstoreaccount1:{key}"},
+    )  # fmt: skip
+    endpoints = ";".join(
+        f"{kind}Endpoint=http://127.0.0.1:{port}/devstoreaccount1"
+        for kind, port in (("Blob", blob), ("Queue", queue), ("Table", table))
+    )
+    try:
+        wait_for(table, process, "Azurite")
+        yield (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={key};{endpoints}"
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -45,15 +45,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import logging
 import os
 import random
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +59,6 @@ import httpx
 import orjson
 from azure.data.tables.aio import TableClient
 
-from benchmarks.servers import free_ports, wait_for
 from shared.dataverse import DataverseClient, RetryPolicy
 from shared.deadlines import Deadlines
 from shared.dispatch import Dispatcher
@@ -72,6 +67,7 @@ from shared.servicebus import handle_message
 from shared.settings import Settings
 from tools.emulator import AnyToken, DataverseEmulator
 
+from .servers import azurite_running
 from .soak_eventhub import EventHubResult, eventhub_soak
 from .soak_events import deliveries, make_events
 from .soak_model import (
@@ -172,43 +168,6 @@ def soak_router(
         ledger.finish("latest", event, row, sequence)
 
     return router
-
-
-@contextmanager
-def azurite_running() -> Iterator[str]:
-    """The connection string of the Azurite scripts/test started (AZURITE_CONNECTION_STRING),
-    or of one started here on free ports with a key made for this run (npm ci installs it);
-    never whatever listens on Azurite's usual ports."""
-    if os.environ.get("AZURITE_CONNECTION_STRING"):
-        yield os.environ["AZURITE_CONNECTION_STRING"]
-        return
-    binary = ROOT / "node_modules" / ".bin" / "azurite"
-    if not binary.exists():
-        raise SystemExit("Azurite is not installed: run `npm ci` in the repository first")
-    blob, queue, table = free_ports(3)
-    key = base64.b64encode(os.urandom(64)).decode()
-    process = subprocess.Popen(
-        [str(binary), "--silent", "--inMemoryPersistence", "--disableTelemetry",
-         "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(blob),
-         "--queueHost", "127.0.0.1", "--queuePort", str(queue),
-         "--tableHost", "127.0.0.1", "--tablePort", str(table)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "AZURITE_ACCOUNTS": f"devstoreaccount1:{key}"},
-    )  # fmt: skip
-    endpoints = ";".join(
-        f"{kind}Endpoint=http://127.0.0.1:{port}/devstoreaccount1"
-        for kind, port in (("Blob", blob), ("Queue", queue), ("Table", table))
-    )
-    try:
-        wait_for(table, process, "Azurite")
-        yield (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={key};{endpoints}"
-        )
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @dataclass
