@@ -9,12 +9,12 @@ concurrency limit and the shared request budget) is one policy, in resend.py.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import httpx
@@ -30,6 +30,7 @@ from .budget import SharedBudget
 from .pacing import AdaptiveLimit
 from .resend import Resender, RetryPolicy
 from .responses import json_default, json_object
+from .transport import AiohttpTransport
 
 __all__ = [
     "API_PATH",
@@ -106,8 +107,26 @@ class RequestOptions:
         return found
 
 
-# Requests in flight per connection pool (see DataverseClient.__init__).
-POOL_SLOTS = 8
+class _NoCookies(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _Http(httpx.AsyncClient):
+    """httpx without its cookie jar. Dataverse sets an affinity cookie that pins a client to
+    one web server; Learn ("Service protection API limits", "Remove the affinity cookie")
+    advises dropping it so requests spread over the servers, each with its own limits. Storing
+    every response's cookies was also a sixth of the client's CPU per request."""
+
+    _none = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._none
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        return None  # nothing is kept
 
 
 class DataverseClient:
@@ -131,23 +150,15 @@ class DataverseClient:
         shared with the other instances (budget.py), or None."""
         self.environment_url = environment_url.rstrip("/")
         self.api_url = self.environment_url + API_PATH
-        # Several small connection pools rather than one large one: httpcore scans every
-        # connection of its pool (an expiry check per idle one) to place each request, so one
-        # pool of 100 connections cost 5.6 ms of CPU per request at 52 in flight, where pools
-        # of POOL_SLOTS cost what a single small pool does (benchmarks/writeback.py (d)).
-        pools = max(1, math.ceil(max_concurrency / POOL_SLOTS))
-        self._pools = [
-            httpx.AsyncClient(
-                base_url=self.api_url,
-                auth=auth,
-                transport=transport,
-                headers=_BASE_HEADERS,
-                timeout=httpx.Timeout(30.0),
-                limits=httpx.Limits(max_connections=min(max_concurrency, POOL_SLOTS) * 2),
-            )
-            for _ in range(pools)
-        ]
-        self._next_pool = 0
+        # httpx over aiohttp's pool unless a transport is given (tests pass the emulator's):
+        # httpx's own pool cost several times the CPU per request (transport.py).
+        self._http = _Http(
+            base_url=self.api_url,
+            auth=auth,
+            transport=transport or AiohttpTransport(max_connections=max_concurrency * 2),
+            headers=_BASE_HEADERS,
+            timeout=httpx.Timeout(30.0),
+        )
         # Our writes carry the app's tag unless told otherwise: the loop guard recognises them.
         self.options = options or RequestOptions(tag=DEFAULT_WRITE_TAG)
         # At most max_concurrency in flight; fewer after 429s, climbing back on successes, so
@@ -179,13 +190,8 @@ class DataverseClient:
     def effective_options(self, options: RequestOptions | None) -> RequestOptions:
         return (options or RequestOptions()).over(self.options)
 
-    def _pool(self) -> httpx.AsyncClient:
-        self._next_pool = (self._next_pool + 1) % len(self._pools)
-        return self._pools[self._next_pool]
-
     async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        await self._http.aclose()
 
     async def __aenter__(self) -> DataverseClient:
         return self
@@ -405,6 +411,14 @@ class DataverseClient:
                 yield row
             url = page.get("@odata.nextLink")
             query = None  # the next link carries the whole query
+            if url is not None and not str(url).startswith(self.api_url):
+                # Never follow a link elsewhere: the bearer token would go with it.
+                raise DataverseError(
+                    None,
+                    "InvalidResponse",
+                    "the @odata.nextLink of a page points outside the environment (its Web API)",
+                    retryable=False,
+                )
 
     # --- $batch -----------------------------------------------------------------------------------
 
@@ -466,11 +480,16 @@ class DataverseClient:
         content: bytes | None = None,
         idempotent: bool = True,
     ) -> httpx.Response:
+        # The whole URL as text, parsed once by httpx (given a path and params, it parses
+        # three times: a fifth of the client's CPU per request).
+        url = path if path.startswith(self.api_url) else self.api_url + path
+        if params:
+            url += ("&" if "?" in path else "?") + urlencode(params)
+
         async def exchange(remaining: float) -> httpx.Response:
-            return await self._pool().request(
+            return await self._http.request(
                 method,
-                path,
-                params=params,
+                url,
                 headers=headers,
                 content=content,
                 timeout=httpx.Timeout(min(30.0, remaining)),

@@ -174,3 +174,38 @@ async def test_no_token_is_a_classified_retryable_error_not_a_credential_traceba
             await client.create("accounts", {"name": "A"})
     assert caught.value.code == "TokenUnavailable"
     assert caught.value.retryable
+
+
+async def test_a_next_link_outside_the_environment_is_refused_and_the_token_stays_home() -> None:
+    hosts: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        page = {"value": [{"name": "first"}], "@odata.nextLink": "https://elsewhere.example/x"}
+        return httpx.Response(200, json=page)
+
+    async with DataverseClient(ENVIRONMENT, transport=httpx.MockTransport(answer)) as client:
+        rows = client.query("accounts", page_size=1)
+        assert (await anext(rows))["name"] == "first"
+        with pytest.raises(DataverseError, match="outside the environment"):
+            await anext(rows)
+    assert hosts == ["contoso.crm.dynamics.com"]
+
+
+async def test_the_affinity_cookie_is_not_sent_back() -> None:
+    """Learn, "Service protection API limits", "Remove the affinity cookie": without it each
+    request may go to any web server, each with its own limits."""
+    cookies: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        cookies.append(request.headers.get("Cookie"))
+        return httpx.Response(
+            200,
+            json={"value": []},
+            headers={"Set-Cookie": "ARRAffinity=0123abcd; Path=/; HttpOnly; Secure"},
+        )
+
+    async with DataverseClient(ENVIRONMENT, transport=httpx.MockTransport(answer)) as client:
+        for _ in range(2):
+            assert [row async for row in client.query("accounts")] == []
+    assert cookies == [None, None]
