@@ -5,6 +5,7 @@
                   no claim where Dataverse always sets one      -> DeadLetter("MissingClaims")
     loop guard    initiated by our application user       -> Skipped("OwnChange")
     route         no handler for table/message/stage      -> Completed (logged)
+                  a flow's row, and no route takes flows  -> Completed (logged)
     per handler   claimed and completed already           -> (skipped: "Duplicate")
                   ordered route, behind the row's watermark -> (skipped: "Stale")
                   claimed by another delivery             -> Retry("InProgress")
@@ -28,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from shared import metrics, tracing
-from shared.canary import CanaryStore, Mark, canary_nonce
-from shared.context import RemoteExecutionContext
+from shared.canary import FLOW_PATH, CanaryStore, Mark, canary_nonce, flow_canary_nonce
+from shared.context import Entity, RemoteExecutionContext
+from shared.context.flow import PUBLISHER as FLOW_PUBLISHER
 from shared.dataverse import DataverseClient
 from shared.deadlines import Deadlines
 from shared.errors import (
@@ -213,7 +215,11 @@ class Dispatcher:
             context = event.context
             routes = self.router.match(context)
             scope.context = context
-            refused = self._check_origin(event, context) or self._check_loop(context)
+            if context.raw("Publisher") != FLOW_PUBLISHER:
+                refused = self._check_origin(event, context) or self._check_loop(context)
+            else:  # a cloud flow's row: its own origin rule, and only routes that take flows
+                routes = tuple(route for route in routes if route.flows)
+                refused = self._check_flow_origin(context) or self._flow_canary(context)
         except InvalidMessage as error:
             logger.warning("dead-lettering an unreadable message: %s", error.reason)
             return DeadLetter(error.reason, _clip(error.message))
@@ -267,6 +273,24 @@ class Dispatcher:
             ),
         )
 
+    def _check_flow_origin(self, context: RemoteExecutionContext) -> DeadLetter | None:
+        """A flow's message has no Dataverse claims: its DataverseOrganization property (the
+        environment's host) must be listed. Like a claim, only a holder of send rights sets it."""
+        allowed = self.settings.allowed_organizations
+        if not allowed:
+            return None
+        host = context.organization_name
+        if host and host in allowed:
+            return None
+        return DeadLetter(
+            "UnknownOrganization",
+            _clip(
+                f"a flow's row from {_printable(host)!r}: its DataverseOrganization property "
+                "(the environment's host name) is missing or not in ALLOWED_ORGANIZATIONS; set "
+                "it in the flow's Send message action (README, 'Low-code publishers')"
+            ),
+        )
+
     def _check_loop(self, context: RemoteExecutionContext) -> Skipped | Canary | None:
         """Our own change: initiated by this app's application user. The write tag alone never
         skips: any caller can set `tag` on a Web API call, so a person's tagged change would
@@ -291,6 +315,18 @@ class Dispatcher:
             "OwnChange",
             "initiated by this app's application user" + (f" (tag {tag!r})" if tagged else ""),
         )
+
+    @staticmethod
+    def _flow_canary(context: RemoteExecutionContext) -> Canary | None:
+        """A flow's row carries no user ids to tell the app's own change by (say so in the
+        flow's trigger instead); its canary is told by the canary column's value."""
+        target = context.target
+        if not isinstance(target, Entity) or context.message_name != "Update":
+            return None
+        nonce = flow_canary_nonce(target.attributes)
+        if nonce is None:
+            return None
+        return Canary(FLOW_PATH + str(context.raw("FlowName") or "?"), nonce)
 
     # --- handlers --------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.context import RemoteExecutionContext, parse_context
+from shared.context import RemoteExecutionContext, parse_context, parse_flow_row
+from shared.errors import InvalidMessage
 from shared.lazy import cached
 
 _CLAIMS = "http://schemas.microsoft.com/xrm/2011/claims/"
@@ -83,8 +84,18 @@ class DataverseEvent:
 
     @cached
     def context(self) -> RemoteExecutionContext:
-        """The decoded body; raises `InvalidMessage` if it is not a readable context."""
-        return parse_context(self.body, self.content_type)
+        """The decoded body; raises `InvalidMessage` if it is not a readable context. A body
+        that is not a context may be a Power Automate flow's row (shared/context/flow.py):
+        tried only then, so a service endpoint's context costs nothing more."""
+        try:
+            return parse_context(self.body, self.content_type)
+        except InvalidMessage as error:
+            if error.reason != "NotAnExecutionContext":
+                raise
+            found = parse_flow_row(self.body, self._folded)
+            if found is None:
+                raise
+            return found
 
     # --- builders from transport messages ------------------------------------------------------
 

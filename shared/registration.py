@@ -86,6 +86,13 @@ class FlowSpec:
 
     name: str  # the flow's display name (workflow.name)
     connection_reference: str | None = None  # its Service Bus connection reference (logical name)
+    # Set `table` and `tools.endpoints apply` creates the flow from infra/flows/publish-rows.json
+    # (shared/flow_definition.py); without it the flow is made by hand and only checked.
+    table: str | None = None
+    messages: tuple[str, ...] = ("Create", "Update", "Delete")
+    queue: str | None = None  # default: the first endpoint's queue
+    dataverse_connection_reference: str | None = None
+    prefix: str = "contoso"  # the publisher prefix of its environment variables
 
 
 @dataclass(frozen=True)
@@ -265,6 +272,11 @@ def parse_environment(name: str, document: Mapping[str, Any], where: str = "") -
         FlowSpec(
             name=str(need(raw, "name", f"flows[{index}]")),
             connection_reference=raw.get("connection_reference"),
+            table=raw.get("table"),
+            messages=tuple(raw.get("messages", ("Create", "Update", "Delete"))),
+            queue=raw.get("queue"),
+            dataverse_connection_reference=raw.get("dataverse_connection_reference"),
+            prefix=str(raw.get("prefix", "contoso")),
         )
         for index, raw in enumerate(document.get("flows", []))
     )

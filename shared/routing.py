@@ -52,6 +52,7 @@ class Route:
     order: int  # registration order across all routers
     pre_image: frozenset[str] | None = None  # columns read from the PreImage; ALL_COLUMNS
     post_image: frozenset[str] | None = None  # columns read from the PostImage
+    flows: bool = False  # also takes rows a Power Automate flow publishes (no images, no users)
 
     def accepts_target(self, context: RemoteExecutionContext) -> bool:
         if self.attributes is None:
@@ -89,6 +90,7 @@ class Router:
         ordered: bool = False,
         pre_image: Iterable[str] | str | None = None,
         post_image: Iterable[str] | str | None = None,
+        flows: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register a handler; returns it unchanged, so it can be tested by calling it.
 
@@ -98,7 +100,9 @@ class Router:
         step's filtering attributes). `pre_image` / `post_image` name the columns the handler
         reads from `context.pre_entity_images["PreImage"]` / `post_entity_images["PostImage"]`
         (`"*"`: every column). `ordered=True` skips an event older than the last one applied
-        to the same row (see the Delivery guarantees in the README).
+        to the same row (see the Delivery guarantees in the README). `flows=True` also runs
+        the handler for rows a Power Automate flow publishes (README, "Low-code publishers");
+        off by default, since such an event has no images, tag or user ids to rely on.
         """
         if isinstance(attributes, str):
             raise TypeError("attributes takes a list of column names, not one string")
@@ -116,6 +120,10 @@ class Router:
             raise RouteError("a Create has no pre image: the row did not exist before it")
         if after is not None and message.lower() == "delete":
             raise RouteError("a Delete has no post image: the row is gone after it")
+        if flows and (before is not None or after is not None):
+            raise RouteError(
+                "flows=True with an image: a flow's message carries the row, never an image"
+            )
 
         def register(handler: Handler) -> Handler:
             if not inspect.iscoroutinefunction(handler):
@@ -135,6 +143,7 @@ class Router:
                 order=_next_order(),
                 pre_image=before,
                 post_image=after,
+                flows=flows,
             )
             self._add(route)
             return handler

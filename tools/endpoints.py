@@ -48,6 +48,7 @@ from shared.registration import (
 from shared.settings import Settings
 from shared.steps import uncovered
 from shared.vault import read_vault_secret, secret_url
+from tools.flow_registration import reconcile_flows
 
 KeySource = Callable[[EndpointSpec], Awaitable[str]]
 
@@ -105,6 +106,14 @@ class Reconciler:
                 )
         for endpoint in self.spec.endpoints:
             await self._endpoint(endpoint)
+        await reconcile_flows(
+            self.client,
+            self.spec,
+            apply=self.apply,
+            options=self.options,
+            add=self.report.add,
+            note=self.report.notes.append,
+        )
         return self.report
 
     async def _endpoint(self, endpoint: EndpointSpec) -> None:

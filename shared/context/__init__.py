@@ -11,10 +11,16 @@ is not a readable context raises `InvalidMessage` with a reason code; nothing el
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
 from shared.errors import InvalidMessage
 
 from .binary_reader import read_binary
 from .execution import RemoteExecutionContext, from_tree
+from .flow import context_tree, is_flow_row
 from .json_reader import read_json
 from .types import (
     AliasedValue,
@@ -46,6 +52,7 @@ __all__ = [
     "UnknownValue",
     "message_format",
     "parse_context",
+    "parse_flow_row",
 ]
 
 _JSON_TYPES = frozenset({"application/json", "text/json"})
@@ -84,6 +91,18 @@ def _sniff(body: bytes) -> str:
         "NotAnExecutionContext",
         f"the body is neither JSON, XML nor .NET binary XML (first bytes: {shown})",
     )
+
+
+def parse_flow_row(body: bytes, properties: Mapping[str, Any]) -> RemoteExecutionContext | None:
+    """A Power Automate flow's trigger row (flow.py) as a context; None when the body is not
+    one. `properties`: the message's application properties, keys in lower case."""
+    try:
+        tree = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not is_flow_row(tree):
+        return None
+    return from_tree(context_tree(tree, properties))
 
 
 def parse_context(body: bytes | str, content_type: str | None = None) -> RemoteExecutionContext:

@@ -36,6 +36,7 @@ from tools.emulator.batch import run_batch
 from tools.emulator.contexts import Identity
 from tools.emulator.definitions import entity_definitions
 from tools.emulator.faults import Fault, Faults, fault_error
+from tools.emulator.flows import FlowRunner
 from tools.emulator.limits import Refusal, ServiceProtection
 from tools.emulator.posting import LocalBroker, Poster, Write
 from tools.emulator.queries import navigate, query_rows, retrieve
@@ -99,6 +100,7 @@ class DataverseEmulator:
         # their system jobs and enqueued times by this clock (a drill moves it).
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.poster = Poster(self)
+        self.flows = FlowRunner(self)  # the cloud flows that publish rows (flows.py)
         self._pending: list[Write] = []
         self.actions: dict[str, Callable[..., Any]] = {}
         self.functions: dict[str, Callable[..., Any]] = {"WhoAmI": self._who_am_i}
@@ -294,6 +296,7 @@ class DataverseEmulator:
         writes, self._pending = self._pending, []
         for write in writes:
             self.poster.after_write(write)
+            self.flows.after_write(write)
 
     def _wrote(
         self,
