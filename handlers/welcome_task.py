@@ -19,7 +19,9 @@ def welcome_task_id(account_id: UUID) -> UUID:
     return uuid5(_TASKS, str(account_id))
 
 
-@router.on(entity="account", message="Create", stage=40)
+# flows=True: an account a cloud flow publishes opens the same task (the upsert makes both
+# paths one task; the handler reads nothing a flow's row lacks).
+@router.on(entity="account", message="Create", stage=40, flows=True)
 async def open_welcome_task(context: RemoteExecutionContext, dataverse: DataverseClient) -> None:
     account = context.target
     name = account.get("name") if isinstance(account, Entity) else None

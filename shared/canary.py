@@ -9,6 +9,9 @@ The dispatcher recognises a canary event before any guard or handler (the tag, a
 own application user as initiator, so nobody else can fake one), records its arrival per path
 (the posting step) in the app's storage, shared by all instances, and completes it.
 
+A cloud flow that publishes the canary's table is a path too (`flow: <its name>`): its row
+carries the canary column's value, which is how its canary is recognised (flow_canary_nonce).
+
 The next health run reads the arrivals: per path, "delivered in N s" or "silent for N min",
 naming the likely cause from the other checks' failures. Cost: one Dataverse request per run
 (the write), so 96 a day at the default 15-minute schedule, and one event per path per run.
@@ -141,7 +144,26 @@ def canary_paths(spec: EnvironmentSpec) -> list[str]:
         for endpoint in spec.endpoints
         for step in endpoint.steps
         if step.canary
+    ] + [
+        FLOW_PATH + flow.name
+        for flow in spec.flows
+        if spec.canary is not None and flow.table == spec.canary.table and "Update" in flow.messages
     ]
+
+
+FLOW_PATH = "flow: "
+# The value the health run writes (health_delivery.canary_round): "canary <nonce> at <time>".
+_WRITTEN = re.compile(r"^canary ([0-9a-f]{16}) at ")
+
+
+def flow_canary_nonce(attributes: Mapping[str, Any]) -> str | None:
+    """The nonce of a canary change a cloud flow published: its row carries the canary
+    column's value, as no tag or user id comes with it. Anyone who can write the canary row can
+    write such a value, but an arrival counts only with the nonce of the last canary sent."""
+    for value in attributes.values():
+        if isinstance(value, str) and (found := _WRITTEN.match(value)):
+            return found.group(1)
+    return None
 
 
 def report(

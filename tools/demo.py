@@ -24,9 +24,10 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import httpx
+import orjson
 
 from shared.app import build
 from shared.dataverse import DataverseClient, RequestOptions
@@ -40,6 +41,7 @@ from tools.endpoints import reconcile
 from tools.replay import RecordingTransport, describe
 
 ENVIRONMENT = "https://contoso.crm.dynamics.com"
+HOST = "contoso.crm.dynamics.com"
 APP_TOKEN, PERSON_TOKEN, PIPELINE_TOKEN = "app-user", "nancy", "pipeline"
 APP_OBJECT_ID = UUID("a9900000-0000-4000-8000-0000000000a1")
 SDK_MESSAGES = {
@@ -129,10 +131,18 @@ async def drain(
             key.rsplit("/", 1)[-1]: value for key, value in message.application_properties.items()
         }
         outcome = await handle(message)
-        who = names.get(claims.get("InitiatingUser", ""), claims.get("InitiatingUser", "?"))
-        print(
-            f"  event    {claims.get('RequestName')} of {claims.get('EntityLogicalName')} by {who}"
-        )
+        if "DataverseFlowRunId" in claims:  # a cloud flow's row (shared/context/flow.py)
+            row = orjson.loads(message.body)
+            print(
+                f"  event    {row.get('SdkMessage')} of {claims.get('DataverseTable')} through "
+                f"the cloud flow {message.endpoint!r}"
+            )
+        else:
+            who = names.get(claims.get("InitiatingUser", ""), claims.get("InitiatingUser", "?"))
+            print(
+                f"  event    {claims.get('RequestName')} of {claims.get('EntityLogicalName')} "
+                f"by {who}"
+            )
         print(f"  outcome  {describe(outcome)}")
         for call in recorder.calls:
             print(f"  web api  {call}")
@@ -152,13 +162,19 @@ async def run(environment: str, handlers: str = "handlers", trace: bool = False)
     names = {str(app_user.system_user_id): "the app", str(person.system_user_id): "Nancy"}
 
     print(f"1. Registering the {environment} steps (derived from the handlers' routes)")
+    for flow in spec.flows:  # the maker's part: a connection behind each connection reference
+        for reference in (flow.connection_reference, flow.dataverse_connection_reference):
+            if reference:
+                print(f"  (the maker connects {reference} in Power Automate)")
+                connect_reference(emulator, reference)
     async with client(emulator, PIPELINE_TOKEN) as pipeline:
         report = await reconcile(pipeline, spec, apply=True)
     for line in report.changes:
         print(f"  {line}")
 
     settings = Settings(
-        allowed_organizations=frozenset({str(emulator.organization_id)}),
+        # By id (service endpoints' contexts) and host (flows' DataverseOrganization property).
+        allowed_organizations=frozenset({str(emulator.organization_id), HOST}),
         app_user_object_id=str(APP_OBJECT_ID),
     )
     recorder = RecordingTransport(httpx.ASGITransport(app=emulator))
@@ -194,6 +210,17 @@ async def run(environment: str, handlers: str = "handlers", trace: bool = False)
         f"succeeded; settled: {summary(settlement.settled)}"
     )
     return 0
+
+
+def connect_reference(emulator: DataverseEmulator, reference: str) -> None:
+    """A connection behind a flow's connection reference: made by hand in Power Automate."""
+    row_id = str(uuid5(NAMESPACE_URL, "connectionreference:" + reference))
+    emulator.store.put(
+        "connectionreferences",
+        row_id,
+        {"connectionreferenceid": row_id, "connectionreferencelogicalname": reference,
+         "connectionid": "shared-" + reference, "statecode": 0},
+    )  # fmt: skip
 
 
 async def create_canary_row(pipeline: DataverseClient, spec: Any) -> None:

@@ -59,10 +59,11 @@ FAULTS = {
         frozenset({"waiting-jobs", "canary"}),
         "Dataverse cannot reach the namespace (deleted, renamed, network)",
     ),
-    "flow-off": Fault("flow-on", frozenset(), "the publishing flow is turned off"),
+    # The flow's own canary path goes silent too: the service endpoint's still delivers.
+    "flow-off": Fault("flow-on", frozenset({"canary"}), "the publishing flow is turned off"),
     "connection-broken": Fault(
         "connection",
-        frozenset(),
+        frozenset({"canary"}),
         "the flow's Service Bus connection reference loses its connection",
     ),
     "consumer-stopped": Fault(
@@ -113,27 +114,27 @@ class Drill:
         async def key(endpoint: EndpointSpec) -> str:
             return "local-drill-key"
 
+        # The maker's part, done by hand in Power Automate: the connections behind the flows'
+        # connection references. Then registration as code creates the flows and turns them on.
+        for n, flow in enumerate(self.spec.flows):
+            for reference in (flow.connection_reference, flow.dataverse_connection_reference):
+                if reference:
+                    row_id = f"c2000000-0000-4000-8000-{n:06d}{len(reference):06d}"
+                    self.emulator.store.put(
+                        "connectionreferences",
+                        row_id,
+                        {"connectionreferenceid": row_id,
+                         "connectionreferencelogicalname": reference,
+                         "connectionid": f"shared-{reference}", "statecode": 0},
+                    )  # fmt: skip
         async with self.client("pipeline") as pipeline:
             await reconcile(pipeline, self.spec, apply=True, sas_key=key)
             if self.spec.canary is not None:
                 await create_canary_row(pipeline, self.spec)
-        for flow in self.spec.flows:
-            self.emulator.store.put(
-                "workflows",
-                "f1000000-0000-4000-8000-000000000001",
-                {"workflowid": "f1000000-0000-4000-8000-000000000001", "name": flow.name,
-                 "category": 5, "statecode": 1, "statuscode": 2},
-            )  # fmt: skip
-            if flow.connection_reference:
-                self.emulator.store.put(
-                    "connectionreferences",
-                    "c2000000-0000-4000-8000-000000000001",
-                    {"connectionreferenceid": "c2000000-0000-4000-8000-000000000001",
-                     "connectionreferencelogicalname": flow.connection_reference,
-                     "connectionid": "shared-servicebus-1", "statecode": 0},
-                )  # fmt: skip
         settings = Settings(
-            allowed_organizations=frozenset({str(self.emulator.organization_id)}),
+            allowed_organizations=frozenset(
+                {str(self.emulator.organization_id), "contoso.crm.dynamics.com"}
+            ),
             app_user_object_id=str(APP_OBJECT_ID),
         )
         self.app_client = self.client("app-user")

@@ -93,10 +93,15 @@ async def test_an_arrival_the_store_refuses_is_retried_not_lost() -> None:
 
 def test_the_report_says_delivered_or_silent_with_the_likely_causes() -> None:
     spec = load_environment("local")
-    (path,) = canary_paths(spec)
+    # One path per endpoint's canary step, and one per flow that publishes the canary's table.
+    path, flow = canary_paths(spec)
+    assert flow == "flow: Publish account changes to Service Bus"
     sent = Mark("n1", 100.0)
     delivered = report(spec, sent, {path: Mark("n1", 104.0)}, 1000.0, [])
-    assert [r.detail for r in delivered] == ["delivered in 4 s"]
+    assert [r.detail for r in delivered] == [
+        "delivered in 4 s",
+        "silent for 15 min; no other check failed",
+    ]
     stale = report(
         spec,
         sent,

@@ -37,9 +37,12 @@ async def test_a_healthy_environment_passes_every_check_and_the_canary_arrives()
     before, after = await drill.run_drill(None)
     for results in (before, after):
         assert [r.line() for r in results if not r.ok] == []
-    canary = [r for r in after if r.check == "canary"]
-    assert len(canary) == 1
-    assert canary[0].detail.startswith("delivered in ")
+    canary = {r.target: r.detail for r in after if r.check == "canary"}
+    assert sorted(canary) == [
+        "contoso-events: canary (Update of account)",
+        "flow: Publish account changes to Service Bus",
+    ]  # one path per service endpoint step and per publishing flow
+    assert all(detail.startswith("delivered in ") for detail in canary.values())
 
 
 @pytest.mark.parametrize("fault", sorted(drill.FAULTS))
@@ -69,3 +72,14 @@ def test_the_verdict_fails_when_another_check_catches_it() -> None:
     ok, summary = drill.verdict("flow-off", extra)
     assert not ok
     assert "queue-age" in summary
+
+
+@pytest.mark.parametrize("fault", ["flow-off", "connection-broken"])
+async def test_a_broken_flow_silences_its_own_canary_path_only(fault: str) -> None:
+    _, after = await drill.run_drill(fault)
+    canary = {r.target: r for r in after if r.check == "canary"}
+    assert canary["contoso-events: canary (Update of account)"].ok
+    flow = canary["flow: Publish account changes to Service Bus"]
+    assert not flow.ok
+    assert "silent" in flow.detail
+    assert drill.FAULTS[fault].catches in flow.detail  # the likely cause, named

@@ -202,7 +202,13 @@ async def test_the_demo_runs_the_loop_and_the_loop_guard_stops_the_apps_own_chan
     assert "Skipped (Canary)" in text  # the health run's canary came back through its step
     assert "health   ok   canary" in text
     assert "delivered in" in text
-    assert "settled: 6 completed" in text
+    # The flow path: created by registration, its account row runs the opted-in handler, and
+    # its canary is recognised by the canary column's value.
+    assert "~ cloud flow Publish account changes to Service Bus: turned on" in text
+    assert "Create of account through the cloud flow" in text
+    assert "Completed: handlers.welcome_task.open_welcome_task\n" in text
+    assert "flow: Publish account changes to Service Bus: delivered in" in text
+    assert "settled: 9 completed" in text  # 6 from the service endpoint, 3 from the flow
 
 
 PHONE_HANDLER = """
