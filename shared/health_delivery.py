@@ -25,6 +25,7 @@ from shared.canary import TAG_PREFIX, CanaryStore, Mark, new_nonce, report
 from shared.dataverse import DataverseClient, RequestOptions
 from shared.dataverse.addressing import literal
 from shared.errors import DataverseError
+from shared.flow_definition import MESSAGES_OF
 from shared.health import CheckResult
 from shared.registration import EndpointSpec, EnvironmentSpec
 
@@ -78,6 +79,31 @@ async def waiting_jobs(
     return CheckResult("waiting-jobs", name, ok, detail)
 
 
+async def _flow_trigger(
+    client: DataverseClient, name: str, table: str, messages: Sequence[str]
+) -> CheckResult:
+    """A flow's Dataverse trigger lives as a `callbackregistration` row, made when the flow is
+    turned on; a flow that reads as on but lost it (an import, a clean-up) is never triggered."""
+    found = [
+        row
+        async for row in client.query(
+            "callbackregistrations",
+            filter=f"entityname eq {literal(table)}",
+            select=["message", "name"],
+        )
+    ]
+    covered = any(
+        set(messages) <= MESSAGES_OF.get(int(row.get("message") or 0), set()) for row in found
+    )
+    detail = (
+        f"its trigger is registered for {table}"
+        if covered
+        else f"no callback registration for its {'/'.join(messages)} of {table}: the flow is "
+        "never triggered (turn it off and on again to register its trigger)"
+    )
+    return CheckResult("flow-trigger", name, covered, detail)
+
+
 async def flow_checks(client: DataverseClient, spec: EnvironmentSpec) -> list[CheckResult]:
     results = []
     for flow in spec.flows:
@@ -92,6 +118,8 @@ async def flow_checks(client: DataverseClient, spec: EnvironmentSpec) -> list[Ch
             on = found.get("statecode") == ACTIVATED
             detail = "on" if on else "turned off: it publishes nothing"
             results.append(CheckResult("flow-on", flow.name, on, detail))
+            if on and flow.table:
+                results.append(await _flow_trigger(client, flow.name, flow.table, flow.messages))
         if flow.connection_reference:
             reference = await client.first(
                 "connectionreferences",

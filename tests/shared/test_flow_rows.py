@@ -258,3 +258,31 @@ async def test_registration_creates_the_flow_and_turns_it_on_only_once_connected
     async with client(emulator, "pipeline") as pipeline:
         report = await reconcile(pipeline, spec, apply=True, sas_key=sas_key)
     assert not [change for change in report.changes if "flow" in change]  # converged
+
+
+async def test_a_flow_without_its_trigger_registration_publishes_nothing_and_health_says_so(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.health import run_checks
+
+    emulator = await registered(tmp_path)
+    spec = load_environment("flows", tmp_path, handlers=None)
+
+    async def trigger_check() -> list[tuple[bool, str]]:
+        async with client(emulator, "monitor") as monitor:
+            results = await run_checks(monitor, spec, since=datetime.now(UTC) - timedelta(1))
+        return [(r.ok, r.detail) for r in results if r.check == "flow-trigger"]
+
+    assert await trigger_check() == [(True, "its trigger is registered for account")]
+    (callback,) = emulator.rows("callbackregistrations")
+    assert callback["entityname"] == "account"
+    assert callback["message"] == 7  # Create, Update or Delete
+    emulator.store.delete("callbackregistrations", callback["callbackregistrationid"])
+    async with client(emulator, "nancy") as nancy:
+        await nancy.create("accounts", {"name": "Unseen by the flow"})
+    assert emulator.broker.pending("flow-events") == 0
+    ((ok, detail),) = await trigger_check()
+    assert not ok
+    assert "never triggered" in detail

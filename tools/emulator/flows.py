@@ -5,7 +5,10 @@ broker as the shipped flow would: the trigger's body (the row in Web API form wi
 connector's fields, shared/context/flow.py) and the properties its Send message action sets.
 
 A flow whose connection references are not all connected fails its run and sends nothing, as
-in Power Automate; a flow turned off sends nothing.
+in Power Automate; a flow turned off sends nothing. Turning a flow on registers its trigger as a
+`callbackregistration` row (what Dataverse runs flow triggers from; its `name` is the flow's id
+here, an assumption), turning it off removes it, and a flow whose registration is gone is not
+triggered: the health run's `flow-trigger` check looks for it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shared.flow_definition import connection_references, trigger_of, variables
+from shared.flow_definition import MESSAGE_CODES, connection_references, trigger_of, variables
 from tools.emulator.posting import PostedMessage, Write
 
 if TYPE_CHECKING:
@@ -65,7 +68,13 @@ class FlowRunner:
         return [data for data, _ in self.emulator.store.all(entity_set)]
 
     def after_write(self, write: Write) -> None:
+        if write.table.logical_name == "workflow":
+            self._sync_callback(write)
+            return
+        callbacks = {row.get("name") for row in self._rows("callbackregistrations")}
         for flow in self._rows("workflows"):
+            if str(flow.get("workflowid")) not in callbacks:
+                continue
             if flow.get("category") != MODERN_FLOW or flow.get("statecode") != ACTIVATED:
                 continue
             raw = flow.get("clientdata")
@@ -75,6 +84,24 @@ class FlowRunner:
             table, messages = trigger
             if table == write.table.logical_name and write.message in messages:
                 self._run(flow, str(raw), write)
+
+    def _sync_callback(self, write: Write) -> None:
+        flow = write.after or {}
+        row_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "callbackregistration:" + write.row_id))
+        raw = flow.get("clientdata")
+        trigger = trigger_of(raw) if isinstance(raw, str) else None
+        on = flow.get("category") == MODERN_FLOW and flow.get("statecode") == ACTIVATED
+        if not on or trigger is None:
+            self.emulator.store.delete("callbackregistrations", row_id)
+            return
+        table, messages = trigger
+        self.emulator.store.put(
+            "callbackregistrations",
+            row_id,
+            {"callbackregistrationid": row_id, "name": write.row_id, "entityname": table,
+             "message": MESSAGE_CODES[messages], "scope": 4, "version": 1,
+             "url": f"https://flow.local/workflows/{write.row_id}/triggers/manual"},
+        )  # fmt: skip
 
     def _variable(self, schema: str, default: str) -> str:
         for row in self._rows("environmentvariabledefinitions"):
