@@ -286,3 +286,55 @@ async def test_a_flow_without_its_trigger_registration_publishes_nothing_and_hea
     ((ok, detail),) = await trigger_check()
     assert not ok
     assert "never triggered" in detail
+
+
+def test_the_importable_solution_holds_the_flow_its_references_and_variables(
+    tmp_path: Path,
+) -> None:
+    """Structure only (no Dataverse imports it here): the packed layout exported solutions
+    show, every component a root component, and the flow's JSON what registration creates."""
+    import json
+    import zipfile
+    from xml.etree import ElementTree
+
+    from tools.flow_registration import definition
+    from tools.flow_solution import build, flow_id
+
+    (tmp_path / "flows.toml").write_text(textwrap.dedent(SPEC))
+    spec = load_environment("flows", tmp_path, handlers=None)
+    out = tmp_path / "flows.zip"
+    names = build(spec, out)
+    workflow_id = flow_id(spec, FLOW)
+    json_name = f"Workflows/Publishaccountchanges-{workflow_id.upper()}.json"
+    assert json_name in names
+    with zipfile.ZipFile(out) as archive:
+        solution = ElementTree.fromstring(archive.read("solution.xml"))
+        customizations = ElementTree.fromstring(archive.read("customizations.xml"))
+        flow = json.loads(archive.read(json_name))
+        variable = ElementTree.fromstring(
+            archive.read(
+                "environmentvariabledefinitions/contoso_DataverseEventsQueue/"
+                "environmentvariabledefinition.xml"
+            )
+        )
+    assert flow == json.loads(definition(spec, spec.flows[0]))
+    roots = {
+        (r.get("type"), r.get("id") or r.get("schemaName")) for r in solution.iter("RootComponent")
+    }
+    assert roots == {
+        ("29", "{" + workflow_id + "}"),
+        ("380", "contoso_DataverseEventsQueue"),
+        ("380", "contoso_DataverseOrganization"),
+    }
+    (workflow,) = customizations.iter("Workflow")
+    assert workflow.findtext("JsonFileName") == "/" + json_name
+    assert workflow.findtext("Category") == "5"
+    references = {
+        r.get("connectionreferencelogicalname"): r.findtext("connectorid")
+        for r in customizations.iter("connectionreference")
+    }
+    assert references == {
+        "contoso_dataverse": "/providers/Microsoft.PowerApps/apis/shared_commondataserviceforapps",
+        "contoso_servicebus": "/providers/Microsoft.PowerApps/apis/shared_servicebus",
+    }
+    assert variable.findtext("defaultvalue") == "flow-events"
