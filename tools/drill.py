@@ -31,7 +31,14 @@ from shared.health_delivery import QueueState
 from shared.registration import EndpointSpec, EnvironmentSpec, load_environment
 from shared.servicebus import handle_message
 from shared.settings import Settings
-from tools.demo import APP_OBJECT_ID, ENVIRONMENT, Settlement, client, create_canary_row
+from tools.demo import (
+    APP_OBJECT_ID,
+    ENVIRONMENT,
+    Settlement,
+    client,
+    connect_reference,
+    create_canary_row,
+)
 from tools.emulator import DataverseEmulator
 from tools.endpoints import reconcile
 
@@ -116,17 +123,10 @@ class Drill:
 
         # The maker's part, done by hand in Power Automate: the connections behind the flows'
         # connection references. Then registration as code creates the flows and turns them on.
-        for n, flow in enumerate(self.spec.flows):
+        for flow in self.spec.flows:
             for reference in (flow.connection_reference, flow.dataverse_connection_reference):
                 if reference:
-                    row_id = f"c2000000-0000-4000-8000-{n:06d}{len(reference):06d}"
-                    self.emulator.store.put(
-                        "connectionreferences",
-                        row_id,
-                        {"connectionreferenceid": row_id,
-                         "connectionreferencelogicalname": reference,
-                         "connectionid": f"shared-{reference}", "statecode": 0},
-                    )  # fmt: skip
+                    connect_reference(self.emulator, reference)
         async with self.client("pipeline") as pipeline:
             await reconcile(pipeline, self.spec, apply=True, sas_key=key)
             if self.spec.canary is not None:
