@@ -36,7 +36,7 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from benchmarks.servers import azurite_running, emulator_server
+from benchmarks.servers import azurite_running, emulator_server, sdk_credential
 
 WINDOW = 10.0
 REQUESTS = 200  # per window: Dataverse's 20 requests/s
@@ -136,27 +136,15 @@ async def drain_ours(url: str, events: int, config: Config, start: float) -> Wor
 async def drain_sdk(url: str, events: int, config: Config, start: float) -> WorkerResult:
     """Microsoft's SDK, as its README shows it, 16 creates in flight; a 429 it raises is waited
     out (its Retry-After) and the event put back, as the broker would redeliver it."""
-    from azure.core.credentials import AccessToken
-    from azure.core.credentials_async import AsyncTokenCredential
     from PowerPlatform.Dataverse.aio.async_client import AsyncDataverseClient
     from PowerPlatform.Dataverse.core.errors import HttpError
-
-    class Token(AsyncTokenCredential):
-        async def get_token(self, *scopes: str, **options: object) -> AccessToken:
-            return AccessToken("app", int(time.time()) + 3600)
-
-        async def close(self) -> None:
-            return None
-
-        async def __aexit__(self, *_: object) -> None:
-            return None
 
     pending: asyncio.Queue[int] = asyncio.Queue()
     for n in range(events):
         pending.put_nowait(n)
     done: list[float] = []
     counts = Counts()
-    async with AsyncDataverseClient(url, Token()) as client:
+    async with AsyncDataverseClient(url, sdk_credential()) as client:
 
         async def consume() -> None:
             while True:

@@ -92,3 +92,22 @@ def azurite_running() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def sdk_credential(token: str = "app") -> object:
+    """An `AsyncTokenCredential` for Microsoft's SDK against the emulator, which takes any
+    bearer token (the SDK refuses anything that is not one)."""
+    from azure.core.credentials import AccessToken
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    class Token(AsyncTokenCredential):
+        async def get_token(self, *scopes: str, **options: object) -> AccessToken:
+            return AccessToken(token, int(time.time()) + 3600)
+
+        async def close(self) -> None:
+            return None
+
+        async def __aexit__(self, *_: object) -> None:
+            return None
+
+    return Token()

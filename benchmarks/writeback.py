@@ -29,7 +29,7 @@ import time
 
 import httpx
 
-from benchmarks.servers import emulator_server
+from benchmarks.servers import emulator_server, sdk_credential
 from shared.dataverse import DataverseClient, RetryPolicy
 from tools.emulator import AnyToken, DataverseEmulator
 
@@ -127,21 +127,9 @@ async def sdk_cpu_per_request(url: str, limit: int, count: int) -> float | None:
         from PowerPlatform.Dataverse.aio.async_client import AsyncDataverseClient
     except ImportError:
         return None
-    from azure.core.credentials import AccessToken
-    from azure.core.credentials_async import AsyncTokenCredential
-
-    class Token(AsyncTokenCredential):
-        async def get_token(self, *scopes: str, **options: object) -> AccessToken:
-            return AccessToken("x", int(time.time()) + 3600)
-
-        async def close(self) -> None:
-            return None
-
-        async def __aexit__(self, *_: object) -> None:
-            return None
 
     gate = asyncio.Semaphore(limit)
-    async with AsyncDataverseClient(url, Token()) as sdk:
+    async with AsyncDataverseClient(url, sdk_credential()) as sdk:
 
         async def create() -> None:
             async with gate:

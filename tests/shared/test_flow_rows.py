@@ -29,6 +29,7 @@ from shared.routing import Router
 from shared.sdk_names import RouteError
 from shared.settings import Settings
 from tests.registration import environment, sas_key
+from tools.demo import connect_reference
 from tools.emulator import AnyToken, DataverseEmulator
 from tools.emulator.posting import PostedMessage
 from tools.endpoints import reconcile
@@ -78,13 +79,7 @@ def client(emulator: DataverseEmulator, token: str) -> DataverseClient:
 def connect(emulator: DataverseEmulator, *references: str) -> None:
     """What the maker does by hand: a connection behind each connection reference."""
     for reference in references:
-        row_id = str(uuid.uuid4())
-        emulator.store.put(
-            "connectionreferences",
-            row_id,
-            {"connectionreferenceid": row_id, "connectionreferencelogicalname": reference,
-             "connectionid": "shared-" + reference, "statecode": 0},
-        )  # fmt: skip
+        connect_reference(emulator, reference)
 
 
 async def registered(tmp_path: Path, *, connected: bool = True) -> DataverseEmulator:
