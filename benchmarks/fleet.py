@@ -33,6 +33,7 @@ import math
 import multiprocessing
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -76,9 +77,46 @@ class Counts:
         self.throttled = 0
         self.warm = (0, 0)
 
-    async def mark_warm(self, start: float, read: object) -> None:
+    async def mark_warm(self, start: float, read: Callable[[], tuple[int, int]]) -> None:
         await asyncio.sleep(max(0.0, start + WINDOW - time.time()))
-        self.warm = read()  # type: ignore[operator]
+        self.warm = read()
+
+
+async def backlog(
+    events: int,
+    consumers: int,
+    write: Callable[[int], Awaitable[float | None]],
+    start: float,
+    counts: Counts,
+    read: Callable[[], tuple[int, int]],
+) -> list[float]:
+    """`consumers` tasks drain events 0..events-1 through `write`, which returns None once the
+    write is applied, else the seconds to wait before the event is put back (as a broker
+    redelivers it). Returns when each write was applied, in seconds from `start`; the counts
+    `read` returns are noted when the first window ends."""
+    pending: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(events):
+        pending.put_nowait(n)
+    done: list[float] = []
+    await asyncio.sleep(max(0.0, start - time.time()))  # every process starts together
+
+    async def consume() -> None:
+        while True:
+            try:
+                n = pending.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            wait = await write(n)
+            if wait is None:
+                done.append(time.time() - start)
+            else:
+                await asyncio.sleep(wait)
+                pending.put_nowait(n)
+
+    warm = asyncio.create_task(counts.mark_warm(start, read))
+    await asyncio.gather(*(consume() for _ in range(consumers)))
+    warm.cancel()
+    return done
 
 
 async def drain_ours(url: str, events: int, config: Config, start: float) -> WorkerResult:
@@ -93,10 +131,6 @@ async def drain_ours(url: str, events: int, config: Config, start: float) -> Wor
 
         table = TableClient.from_connection_string(config.storage, table_name=TABLE)
         budget = SharedBudget(TableRing(table, "fleet"), requests=REQUESTS, window_seconds=WINDOW)
-    pending: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(events):
-        pending.put_nowait(n)
-    done: list[float] = []
     counts = Counts()
     async with DataverseClient(
         url,
@@ -107,27 +141,19 @@ async def drain_ours(url: str, events: int, config: Config, start: float) -> Wor
         retry=RetryPolicy(budget_seconds=10, max_pause_seconds=10),
     ) as client:
 
-        async def consume() -> None:
-            while True:
-                try:
-                    n = pending.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    await client.create("accounts", {"name": f"e{n}"})
-                    done.append(time.time() - start)
-                except DataverseError:
-                    await asyncio.sleep(1.0)  # redelivered later, as the broker would
-                    pending.put_nowait(n)
+        async def write(n: int) -> float | None:
+            try:
+                await client.create("accounts", {"name": f"e{n}"})
+            except DataverseError:
+                return 1.0
+            return None
 
-        warm = asyncio.create_task(
-            counts.mark_warm(start, lambda: (client.requests_sent, client.concurrency.throttled))
-        )
-        await asyncio.gather(*(consume() for _ in range(16)))  # host.json's 16 per instance
-        warm.cancel()
-        result = WorkerResult(
-            done, client.requests_sent, client.concurrency.throttled, *counts.warm
-        )
+        def read() -> tuple[int, int]:
+            return client.requests_sent, client.concurrency.throttled
+
+        # host.json's 16 messages per instance
+        done = await backlog(events, 16, write, start, counts, read)
+        result = WorkerResult(done, *read(), *counts.warm)
     if budget is not None:
         await table.close()
     return result
@@ -139,35 +165,24 @@ async def drain_sdk(url: str, events: int, config: Config, start: float) -> Work
     from PowerPlatform.Dataverse.aio.async_client import AsyncDataverseClient
     from PowerPlatform.Dataverse.core.errors import HttpError
 
-    pending: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(events):
-        pending.put_nowait(n)
-    done: list[float] = []
     counts = Counts()
     async with AsyncDataverseClient(url, sdk_credential()) as client:
 
-        async def consume() -> None:
-            while True:
-                try:
-                    n = pending.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                counts.requests += 1
-                try:
-                    await client.records.create("account", {"name": f"e{n}"})
-                    done.append(time.time() - start)
-                except HttpError as error:
-                    if error.status_code == 429:
-                        counts.throttled += 1
-                    await asyncio.sleep(float(getattr(error, "retry_after", None) or 1.0))
-                    pending.put_nowait(n)
+        async def write(n: int) -> float | None:
+            counts.requests += 1
+            try:
+                await client.records.create("account", {"name": f"e{n}"})
+            except HttpError as error:
+                if error.status_code == 429:
+                    counts.throttled += 1
+                return float(getattr(error, "retry_after", None) or 1.0)
+            return None
 
-        warm = asyncio.create_task(
-            counts.mark_warm(start, lambda: (counts.requests, counts.throttled))
-        )
-        await asyncio.gather(*(consume() for _ in range(config.concurrency)))
-        warm.cancel()
-    return WorkerResult(done, counts.requests, counts.throttled, *counts.warm)
+        def read() -> tuple[int, int]:
+            return counts.requests, counts.throttled
+
+        done = await backlog(events, config.concurrency, write, start, counts, read)
+    return WorkerResult(done, *read(), *counts.warm)
 
 
 def worker(url: str, events: int, config: Config, start: float, out: object) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from azure.core.credentials_async import AsyncTokenCredential
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -94,11 +96,10 @@ def azurite_running() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def sdk_credential(token: str = "app") -> object:
+def sdk_credential(token: str = "app") -> AsyncTokenCredential:
     """An `AsyncTokenCredential` for Microsoft's SDK against the emulator, which takes any
     bearer token (the SDK refuses anything that is not one)."""
     from azure.core.credentials import AccessToken
-    from azure.core.credentials_async import AsyncTokenCredential
 
     class Token(AsyncTokenCredential):
         async def get_token(self, *scopes: str, **options: object) -> AccessToken:
