@@ -17,6 +17,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+# The `workflow` and `environmentvariabledefinition` values a publishing flow is made of.
+MODERN_FLOW = 5  # workflow.category: a cloud flow
+DRAFT, ACTIVATED = 0, 1  # workflow.statecode: off, on
+STRING_VARIABLE = 100000000  # environmentvariabledefinition.type: String
 TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "flows" / "publish-rows.json"
 TRIGGER_OPERATION = "SubscribeWebhookTrigger"
 # subscriptionRequest/message: which changes run the trigger (the connector's Change type).

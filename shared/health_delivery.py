@@ -25,7 +25,7 @@ from shared.canary import TAG_PREFIX, CanaryStore, Mark, new_nonce, report
 from shared.dataverse import DataverseClient, RequestOptions
 from shared.dataverse.addressing import literal
 from shared.errors import DataverseError
-from shared.flow_definition import MESSAGES_OF
+from shared.flow_definition import ACTIVATED, MESSAGES_OF, MODERN_FLOW
 from shared.health import CheckResult
 from shared.registration import EndpointSpec, EnvironmentSpec
 
@@ -33,8 +33,6 @@ WAITING_GRACE = timedelta(minutes=5)
 QUEUE_AGE_LIMIT = timedelta(minutes=15)
 EXPIRY_WARNING = timedelta(days=30)
 SUSPENDED = 1  # asyncoperation.statecode: Suspended (statuscode 10, Waiting)
-ACTIVATED = 1  # workflow.statecode
-MODERN_FLOW = 5  # workflow.category
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,16 @@ from urllib.parse import urlsplit
 
 from shared.dataverse import DataverseClient, RequestOptions
 from shared.dataverse.addressing import literal
-from shared.flow_definition import clientdata, connection_references, variables
+from shared.flow_definition import (
+    ACTIVATED,
+    DRAFT,
+    MODERN_FLOW,
+    STRING_VARIABLE,
+    clientdata,
+    connection_references,
+    variables,
+)
 from shared.registration import EnvironmentSpec, FlowSpec, SpecError
-
-MODERN_FLOW = 5
-DRAFT, ACTIVATED = 0, 1
-STRING_VARIABLE = 100000000  # environmentvariabledefinition.type: String
 
 
 async def reconcile_flows(

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from shared.flow_definition import connection_references, variables
+from shared.flow_definition import STRING_VARIABLE, connection_references, variables
 from shared.registration import EnvironmentSpec, load_environment
 from tools.flow_registration import definition
 
@@ -31,7 +31,6 @@ CONTENT_TYPES = (
     ' /><Default Extension="json" ContentType="application/octet-stream" /></Types>'
 )
 CONNECTORS = {"dataverse": "shared_commondataserviceforapps", "servicebus": "shared_servicebus"}
-STRING_VARIABLE = 100000000
 
 
 def flow_id(spec: EnvironmentSpec, name: str) -> str:

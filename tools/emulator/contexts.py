@@ -19,7 +19,7 @@ from typing import Any
 
 CONTRACTS = "http://schemas.microsoft.com/xrm/2011/Contracts"
 _ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$")
-_LOOKUP = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+LOOKUP = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,16 @@ def reference(logical_name: str, row_id: str, name: str | None = None) -> dict[s
 def typed(column: str, value: Any) -> Any:
     if isinstance(value, str) and _ISO.match(value):
         return json_date(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    choice = column in ("statecode", "statuscode") or column.endswith("code")
-    if choice and isinstance(value, int) and not isinstance(value, bool):
+    if is_choice(column, value):
         return {"__type": f"OptionSetValue:{CONTRACTS}", "Value": value}
     return value
+
+
+def is_choice(column: str, value: Any) -> bool:
+    """The emulator's choice columns: tables.toml does not type columns, so a whole number in
+    statecode, statuscode or a column named *code is taken for one."""
+    named = column in ("statecode", "statuscode") or column.endswith("code")
+    return named and isinstance(value, int) and not isinstance(value, bool)
 
 
 def attributes(row: Mapping[str, Any], columns: Iterable[str] | None) -> list[dict[str, Any]]:
@@ -74,7 +80,7 @@ def attributes(row: Mapping[str, Any], columns: Iterable[str] | None) -> list[di
             continue
         if key.startswith("_") and key.endswith("_value"):
             column = key[1:-6]
-            logical = row.get(key + _LOOKUP)
+            logical = row.get(key + LOOKUP)
             item: Any = None if value is None else reference(str(logical), str(value))
         else:
             column, item = key, typed(key, value)

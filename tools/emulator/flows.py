@@ -19,15 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shared.flow_definition import MESSAGE_CODES, connection_references, trigger_of, variables
+from shared.flow_definition import (
+    ACTIVATED,
+    MESSAGE_CODES,
+    MODERN_FLOW,
+    connection_references,
+    trigger_of,
+    variables,
+)
+from tools.emulator.contexts import LOOKUP, is_choice
 from tools.emulator.posting import PostedMessage, Write
 
 if TYPE_CHECKING:
     from tools.emulator.app import DataverseEmulator
-
-MODERN_FLOW = 5
-ACTIVATED = 1
-_LOOKUP = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 
 
 def flow_row(write: Write) -> dict[str, Any]:
@@ -43,20 +47,14 @@ def flow_row(write: Write) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for key, value in (write.after or {}).items():
         body[key] = value
-        if key.startswith("_") and key.endswith("_value") and not key.endswith(_LOOKUP):
-            target = (write.after or {}).get(key + _LOOKUP)
+        if key.startswith("_") and key.endswith("_value") and not key.endswith(LOOKUP):
+            target = (write.after or {}).get(key + LOOKUP)
             if target:
                 body[f"{key[:-6]}_type"] = target
-        elif _choice(key, value):
+        elif is_choice(key, value):
             body[f"_{key}_label"] = f"Choice {value}"
     body.setdefault(write.table.primary_id, write.row_id)
     return body | extras
-
-
-def _choice(column: str, value: Any) -> bool:
-    """The emulator's choice columns, as its contexts type them (contexts.typed)."""
-    named = column in ("statecode", "statuscode") or column.endswith("code")
-    return named and isinstance(value, int) and not isinstance(value, bool)
 
 
 class FlowRunner:
