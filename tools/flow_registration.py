@@ -11,7 +11,7 @@ the next `apply` turns it on.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from shared.dataverse import DataverseClient, RequestOptions
@@ -34,8 +34,8 @@ async def reconcile_flows(
     *,
     apply: bool,
     options: RequestOptions,
-    add: Any,
-    note: Any,
+    add: Callable[[str], None],
+    note: Callable[[str], None],
 ) -> None:
     for flow in spec.flows:
         if flow.table is not None:
@@ -64,8 +64,8 @@ async def _flow(
     *,
     apply: bool,
     options: RequestOptions,
-    add: Any,
-    note: Any,
+    add: Callable[[str], None],
+    note: Callable[[str], None],
 ) -> None:
     raw = definition(spec, flow)
     for schema, default in variables(raw).values():
