@@ -135,13 +135,15 @@ def handler_span(name: str) -> AbstractContextManager[Any]:
     return tracer().start_as_current_span(f"handler {name}", attributes={"dataverse.handler": name})
 
 
-@contextmanager
-def request_span(method: str, path: str, attempt: int) -> Iterator[Span]:
+# A request's span without a provider: INVALID_SPAN, which records nothing.
+_NO_REQUEST_SPAN: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
+def request_span(method: str, path: str, attempt: int) -> AbstractContextManager[Span]:
     if not enabled():
-        yield trace.INVALID_SPAN
-        return
+        return _NO_REQUEST_SPAN  # a generator's context manager cost microseconds per request
     entity_set = path.split("(", 1)[0].split("/", 1)[0].split("?", 1)[0]
-    with tracer().start_as_current_span(
+    return tracer().start_as_current_span(
         f"{method} {entity_set}",
         kind=SpanKind.CLIENT,
         attributes={
@@ -149,8 +151,7 @@ def request_span(method: str, path: str, attempt: int) -> Iterator[Span]:
             "url.path": redact(path.split("?", 1)[0])[:256],
             "dataverse.attempt": attempt,
         },
-    ) as span:
-        yield span
+    )
 
 
 def record_response(span: Span, status: int | None, code: str | None) -> None:
