@@ -9,6 +9,7 @@ concurrency limit and the shared request budget) is one policy, in resend.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from .budget import SharedBudget
 from .pacing import AdaptiveLimit
 from .resend import Resender, RetryPolicy
 from .responses import json_default, json_object
+from .sender import Sender
 from .transport import AiohttpTransport
 
 __all__ = [
@@ -45,11 +47,6 @@ __all__ = [
 
 API_PATH = "/api/data/v9.2/"
 
-_BASE_HEADERS = {
-    "Accept": "application/json",
-    "OData-MaxVersion": "4.0",
-    "OData-Version": "4.0",
-}
 _JSON = "application/json; charset=utf-8"
 
 
@@ -107,28 +104,6 @@ class RequestOptions:
         return found
 
 
-class _NoCookies(httpx.Cookies):
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-class _Http(httpx.AsyncClient):
-    """httpx without its cookie jar. Dataverse sets an affinity cookie that pins a client to
-    one web server; Learn ("Service protection API limits", "Remove the affinity cookie")
-    advises dropping it so requests spread over the servers, each with its own limits. Storing
-    every response's cookies was also a sixth of the client's CPU per request."""
-
-    _none = _NoCookies()
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._none
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        return None  # nothing is kept
-
-
 class DataverseClient:
     def __init__(
         self,
@@ -151,13 +126,11 @@ class DataverseClient:
         self.environment_url = environment_url.rstrip("/")
         self.api_url = self.environment_url + API_PATH
         # httpx over aiohttp's pool unless a transport is given (tests pass the emulator's):
-        # httpx's own pool cost several times the CPU per request (transport.py).
-        self._http = _Http(
-            base_url=self.api_url,
+        # httpx's own pool cost several times the CPU per request (transport.py), and its
+        # client a third of what was left (sender.py).
+        self._http = Sender(
             auth=auth,
             transport=transport or AiohttpTransport(max_connections=max_concurrency * 2),
-            headers=_BASE_HEADERS,
-            timeout=httpx.Timeout(30.0),
         )
         # Our writes carry the app's tag unless told otherwise: the loop guard recognises them.
         self.options = options or RequestOptions(tag=DEFAULT_WRITE_TAG)
@@ -446,7 +419,7 @@ class DataverseClient:
 
     # --- the one place that sends ---------------------------------------------------------------
 
-    async def _write(
+    def _write(
         self,
         method: str,
         path: str,
@@ -456,46 +429,52 @@ class DataverseClient:
         idempotent: bool,
         headers: Mapping[str, str] | None = None,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        effective = self.effective_options(options)
-        all_headers = {**effective.headers(), **(headers or {})}
-        query = dict(params or {})
-        if effective.tag:
-            query["tag"] = effective.tag
+    ) -> Awaitable[httpx.Response]:
+        option_headers, tag_query = _prepared(options, self.options)
+        all_headers = {**option_headers, **headers} if headers else dict(option_headers)
         content = None
         if body is not None:
             content = orjson.dumps(body, default=json_default)
             all_headers["Content-Type"] = _JSON
-        return await self._send(
-            method, path, params=query, headers=all_headers, content=content, idempotent=idempotent
+        return self._send(
+            method,
+            path,
+            params=params,
+            query=tag_query,
+            headers=all_headers,
+            content=content,
+            idempotent=idempotent,
         )
 
-    async def _send(
+    def _send(
         self,
         method: str,
         path: str,
         *,
         params: Mapping[str, str] | None = None,
+        query: str = "",
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         idempotent: bool = True,
-    ) -> httpx.Response:
+    ) -> Awaitable[httpx.Response]:
+        """The call to await. `query`: more of the query string, already encoded (the write
+        tag). Plain functions returning the resender's coroutine, as `_write` is: each layer
+        of coroutines is crossed again on every resumption of the request."""
         # The whole URL as text, parsed once by httpx (given a path and params, it parses
-        # three times: a fifth of the client's CPU per request).
+        # three times: a fifth of the client's CPU per request); the sender keeps the parsed
+        # URLs that repeat.
         url = path if path.startswith(self.api_url) else self.api_url + path
         if params:
-            url += ("&" if "?" in path else "?") + urlencode(params)
+            query = urlencode(params) + ("&" + query if query else "")
+        if query:
+            url += ("&" if "?" in path else "?") + query
 
-        async def exchange(remaining: float) -> httpx.Response:
-            return await self._http.request(
-                method,
-                url,
-                headers=headers,
-                content=content,
-                timeout=httpx.Timeout(min(30.0, remaining)),
+        def exchange(remaining: float) -> Awaitable[httpx.Response]:
+            return self._http.send(
+                method, url, headers=headers, content=content, phase_timeout=min(30.0, remaining)
             )
 
-        return await self._resender.send(exchange, method, path, idempotent=idempotent)
+        return self._resender.send(exchange, method, path, idempotent=idempotent)
 
     @staticmethod
     def _entity_id(response: httpx.Response) -> UUID:
@@ -517,6 +496,16 @@ _UPSERT_MODES: dict[str, dict[str, str]] = {
     "create_only": {"If-None-Match": "*"},
     "update_only": {"If-Match": "*"},
 }
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared(
+    options: RequestOptions | None, defaults: RequestOptions
+) -> tuple[dict[str, str], str]:
+    """The headers and the encoded `tag` query of a write's options over the client's: worked
+    out once per set of options (most writes use the client's own). Callers copy the dict."""
+    effective = (options or RequestOptions()).over(defaults)
+    return effective.headers(), urlencode({"tag": effective.tag}) if effective.tag else ""
 
 
 def _select(select: Sequence[str] | None) -> dict[str, str]:
