@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from shared.dataverse import DataverseClient, RetryPolicy
+from shared.dataverse.sender import USER_AGENT, Sender
 from shared.dataverse.transport import AiohttpTransport
 from shared.errors import DataverseError
 
@@ -123,3 +124,48 @@ async def test_a_compressed_body_is_decoded_once_and_a_redirect_is_not_followed(
         await transport.aclose()
     assert response.status_code == 302
     assert len(heads) == 1
+
+
+async def test_headers_and_bodies_cross_as_built_with_nothing_invented() -> None:
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async with raw_server(ok) as (url, heads):
+        sender = Sender(transport=AiohttpTransport())
+        for method, content in (("GET", None), ("POST", None), ("PATCH", b"raw")):
+            response = await sender.send(
+                method, url + "/", headers=None, content=content, phase_timeout=5
+            )
+            assert response.status_code == 200
+        await sender.aclose()
+
+    def names(head: bytes) -> set[str]:
+        return {line.split(":")[0] for line in head.decode().lower().splitlines()[1:] if line}
+
+    ours = {"host", "accept", "accept-encoding", "odata-maxversion", "odata-version"}
+    ours.add("user-agent")
+    get, empty_post, untyped_patch = heads
+    assert names(get) == ours  # no Content-Length or Content-Type on a GET
+    assert names(empty_post) == ours | {"content-length"}  # no octet-stream invented
+    assert b"Content-Length: 0" in empty_post
+    assert names(untyped_patch) == ours | {"content-length"}
+    assert b"Content-Length: 3" in untyped_patch
+    assert f"User-Agent: {USER_AGENT}".encode() in get  # not aiohttp's own
+
+
+async def test_an_uncompressed_body_is_the_content_without_a_second_pass() -> None:
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"a": "b"}\n')
+        await writer.drain()
+
+    async with raw_server(ok) as (url, _):
+        transport = AiohttpTransport()
+        response = await transport.handle_async_request(httpx.Request("GET", url))
+        await transport.aclose()
+    # httpx raises ResponseNotRead here unless the transport's shortcut (`_content`) holds,
+    # and its read() would consume the stream if it no longer honoured it.
+    assert response.content == b'{"a": "b"}\n'
+    assert response.read() == b'{"a": "b"}\n'
+    assert not response.is_stream_consumed
+    assert response.json() == {"a": "b"}
