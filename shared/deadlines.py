@@ -30,7 +30,9 @@ class Deadlines:
         loop = task.get_loop()
         seconds *= self.time_scale
         self._due[task] = loop.time() + seconds
-        if self._watchdog is None or self._watchdog.done():
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.done() or watchdog.get_loop() is not loop:
+            # (a loop closed with its watchdog pending leaves one that never runs again)
             self._watchdog = loop.create_task(self._expire(min(self.granularity, seconds / 4)))
         return task
 

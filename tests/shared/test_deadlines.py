@@ -49,3 +49,17 @@ async def test_many_concurrent_calls_each_get_their_own_deadline() -> None:
         run(deadlines, 0.1, 0.01), run(deadlines, 0.1, 3), run(deadlines, 0.1, 0.02)
     )
     assert list(results) == ["done", "cancelled", "done"]
+
+
+def test_a_watchdog_left_pending_by_a_closed_loop_is_replaced_in_the_next() -> None:
+    # A client outlives the loop it first ran on (a test's, a worker's restarted one): the
+    # first loop closed with its watchdog asleep, and the next loop's deadlines never fired.
+    deadlines = Deadlines()
+    first = asyncio.new_event_loop()
+    first.run_until_complete(run(deadlines, 60, 0))
+    first.close()
+    second = asyncio.new_event_loop()
+    try:
+        assert second.run_until_complete(run(deadlines, 0.1, 5)) == "cancelled"
+    finally:
+        second.close()
