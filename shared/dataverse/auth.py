@@ -52,6 +52,13 @@ class BearerTokenAuth(httpx.Auth):
         return environment_url.rstrip("/") + "/.default"
 
     async def _bearer(self, *, force: bool = False, rejected: str | None = None) -> str:
+        token = self._token
+        if (
+            not force
+            and token is not None
+            and self._clock() <= self._expires_on - REFRESH_MARGIN_SECONDS
+        ):
+            return token  # fresh: no lock on the path of every request
         async with self._lock:
             # Another request may have refreshed while this one waited for the lock.
             now = self._clock()

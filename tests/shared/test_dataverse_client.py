@@ -12,7 +12,12 @@ import httpx
 import orjson
 import pytest
 
-from shared.dataverse import MAX_BATCH_REQUESTS, DataverseClient, RequestOptions
+from shared.dataverse import (
+    MAX_BATCH_REQUESTS,
+    BearerTokenAuth,
+    DataverseClient,
+    RequestOptions,
+)
 from shared.errors import DataverseError, NotFound, PreconditionFailed, Throttled
 from shared.settings import DEFAULT_WRITE_TAG
 from tests.dataverse_doubles import FakeTime, TokenIssuer, emulated_client
@@ -492,6 +497,20 @@ async def test_tokens_are_cached_and_refreshed_before_expiry(
         time.now += 3600 - 200  # inside the refresh margin
         await client.create("accounts", {"name": "later"})
     assert issuer.issued == ["token-1", "token-2"]
+
+
+async def test_a_fresh_token_is_used_without_waiting_on_a_refresh_lock(
+    emulator: DataverseEmulator, time: FakeTime
+) -> None:
+    # Every request took the refresh lock, even with a fresh token in hand: a cost on the
+    # path of each call, and a queue behind any refresh.
+    async with emulated_client(emulator, time=time) as client:
+        await client.create("accounts", {"name": "first"})  # fetches token-1
+        auth = client._http._auth
+        assert isinstance(auth, BearerTokenAuth)
+        async with auth._lock:  # as if a refresh were under way
+            await asyncio.wait_for(client.create("accounts", {"name": "second"}), 2)
+    assert len(emulator.rows("accounts")) == 2
 
 
 async def test_concurrency_is_limited_per_process(emulator: DataverseEmulator) -> None:
