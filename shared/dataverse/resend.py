@@ -80,7 +80,8 @@ class Resender:
         attempt = 0
         while True:
             attempt += 1
-            await self._wait_out_pause(pause_deadline, method, path)
+            if self.throttled_until > self._clock():  # (no coroutine per call unpaused)
+                await self._wait_out_pause(pause_deadline, method, path)
             delay: float | None = None
             try:
                 async with self.concurrency:
