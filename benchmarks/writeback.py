@@ -11,7 +11,8 @@ not model Dataverse's own execution time per operation, which a batch does not s
     PowerPlatform-Dataverse-Client SDK's async client (aiohttp), installed for benchmarks only
     (`pip install -r benchmarks/requirements.txt`; without it the ratio is not printed). Each
     figure is the median of rounds the clients take in turn, so that the machine's drift falls
-    on all of them. Target: cpu_per_request_ratio (ours / the SDK's) <= 1.0.
+    on all of them. Target: cpu_per_request_ratio, the median over rounds of ours / the SDK's,
+    <= 1.0.
 (d) Wall time of 1000 creates at concurrency limits 8, 16, 52 and 100 against the emulator in
     its own process (20 ms per request): a higher limit, up to what one application user
     allows, must not be slower (target: at 52, <= 1.1x the time at 16; 100, past what one
@@ -103,8 +104,8 @@ async def concurrent_versus_sequential(
 Create = Callable[[], Awaitable[object]]
 
 
-async def cpu_per_create(url: str, limit: int, count: int, rounds: int) -> dict[str, float]:
-    """CPU seconds per create in this process, the median of `rounds` rounds of `count`
+async def cpu_per_create(url: str, limit: int, count: int, rounds: int) -> dict[str, list[float]]:
+    """CPU seconds per create in this process, per round, for `rounds` rounds of `count`
     creates taken in turn: our client; bare httpx sending the same POSTs on its own pool
     (httpcore); Microsoft's SDK, when installed. Taking turns puts the machine's drift on
     every client alike; each round starts from a collected heap."""
@@ -150,7 +151,7 @@ async def cpu_per_create(url: str, limit: int, count: int, rounds: int) -> dict[
                 started = time.process_time()
                 await asyncio.gather(*(create() for _ in range(count)))
                 seconds[name].append((time.process_time() - started) / count)
-    return {name: statistics.median(values) for name, values in seconds.items()}
+    return seconds
 
 
 async def _sdk_client(stack: contextlib.AsyncExitStack, url: str) -> Any:
@@ -178,7 +179,7 @@ async def main() -> None:
     parser.add_argument("--writes", type=int, default=500, help="writes in the concurrent run")
     parser.add_argument("--sequential", type=int, default=60, help="writes in the sequential run")
     parser.add_argument("--cpu-requests", type=int, default=1000, help="creates per round in (c)")
-    parser.add_argument("--cpu-rounds", type=int, default=9, help="rounds per client in (c)")
+    parser.add_argument("--cpu-rounds", type=int, default=15, help="rounds per client in (c)")
     args = parser.parse_args()
 
     single_s, batch_s, single_n, batch_n = await batch_versus_single(
@@ -208,7 +209,12 @@ async def main() -> None:
     )
     with emulator_server(0.0) as url:
         cpu = await cpu_per_create(url, args.limit, args.cpu_requests, args.cpu_rounds)
-    ours, bare, sdk = cpu["ours"], cpu["bare httpx"], cpu.get("sdk")
+    ours, bare = statistics.median(cpu["ours"]), statistics.median(cpu["bare httpx"])
+    sdk = statistics.median(cpu["sdk"]) if "sdk" in cpu else None
+    # The ratio judged is the median of each round's ours / SDK: a round's pair ran back to
+    # back, so drift between rounds (this machine's is +-5%) cancels in it.
+    pairs = zip(cpu["ours"], cpu.get("sdk", []), strict=False)
+    ratio = statistics.median(o / s for o, s in pairs) if sdk else None
     with emulator_server(0.02) as url:
         walls = {limit: await wall_time(url, limit, 1000) for limit in (8, 16, 52, 100)}
     worst = walls[52] / walls[16]
@@ -217,14 +223,13 @@ async def main() -> None:
         f"creates at limit {args.limit}"
     )
     print(f"    ours {ours * 1000:.3f} ms; bare httpx on httpcore {bare * 1000:.3f} ms")
-    ratio = ours / sdk if sdk else None
-    if sdk is None:
+    if sdk is None or ratio is None:
         print("    the SDK is not installed: cpu_per_request_ratio not measured")
     else:
-        verdict = "met" if ratio is not None and ratio <= 1.0 else "NOT met"
+        verdict = "met" if ratio <= 1.0 else "NOT met"
         print(
-            f"    Microsoft's SDK (async) {sdk * 1000:.3f} ms: {ratio:.2f}x "
-            f"(target <= 1.0: {verdict})"
+            f"    Microsoft's SDK (async) {sdk * 1000:.3f} ms; ours / SDK per round, median "
+            f"{ratio:.2f}x (target <= 1.0: {verdict}); of the medians {ours / sdk:.2f}x"
         )
     print("(d) 1000 creates, 20 ms per request, by concurrency limit")
     print("    " + ", ".join(f"{limit}: {seconds:.2f} s" for limit, seconds in walls.items()))
