@@ -90,6 +90,14 @@ class BearerTokenAuth(httpx.Auth):
             assert self._token is not None
             return self._token
 
+    def current_header(self) -> str | None:
+        """`Authorization` while the cached token is fresh, else None: the Sender's path for
+        almost every request, without the auth flow's generator (it still runs on a 401)."""
+        token = self._token
+        if token is None or self._clock() > self._expires_on - REFRESH_MARGIN_SECONDS:
+            return None
+        return f"Bearer {token}"
+
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:

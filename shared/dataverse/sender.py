@@ -17,7 +17,7 @@ API does not redirect, and following one would send the bearer token elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -46,6 +46,11 @@ class Sender:
     ) -> None:
         self._transport = transport
         self._auth = auth
+        # BearerTokenAuth's synchronous look at its cached token (auth.py); other auths run
+        # their flow on every request.
+        self._current_header: Callable[[], str | None] | None = getattr(
+            auth, "current_header", None
+        )
         self._urls: dict[str, httpx.URL] = {}
         self._headers: dict[tuple[bytes, tuple[tuple[str, str], ...]], httpx.Headers] = {}
 
@@ -105,9 +110,20 @@ class Sender:
         request.read()  # makes `request.content` readable, as httpx's own requests are
         if self._auth is None:
             return await self._exchange(request)
+        response = None
+        if self._current_header is not None and (header := self._current_header()):
+            request.headers["Authorization"] = header
+            response = await self._exchange(request)
+            if response.status_code != 401:
+                return response
         flow = self._auth.async_auth_flow(request)
         try:
             request = await flow.__anext__()
+            if response is not None:  # the 401 the fresh token got: the flow takes it from here
+                try:
+                    request = await flow.asend(response)
+                except StopAsyncIteration:
+                    return response  # no other token to replay with
             while True:
                 response = await self._exchange(request)
                 try:
