@@ -486,6 +486,29 @@ async def test_401_refreshes_the_token_once(emulator: DataverseEmulator, time: F
     assert issuer.scopes[0] == ("https://contoso.crm.dynamics.com/.default",)
 
 
+async def test_a_401_on_a_fresh_token_is_replayed_once_not_sent_again_first(
+    emulator: DataverseEmulator, time: FakeTime
+) -> None:
+    # The Sender sets a fresh token itself and hands a 401 to the auth flow as its first
+    # answer: sending the request through the flow anew would cost a third request.
+    issuer = TokenIssuer(time)
+    sent: list[str] = []
+
+    class Counting(httpx.ASGITransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(request.headers["Authorization"])
+            return await super().handle_async_request(request)
+
+    transport = Counting(app=emulator)
+    async with emulated_client(emulator, time=time, issuer=issuer, transport=transport) as client:
+        await client.create("accounts", {"name": "A"})
+        emulator.revoke("token-1")
+        sent.clear()
+        await client.create("accounts", {"name": "B"})
+    assert sent == ["Bearer token-1", "Bearer token-2"]  # the 401, then the one replay
+    assert issuer.issued == ["token-1", "token-2"]
+
+
 async def test_tokens_are_cached_and_refreshed_before_expiry(
     emulator: DataverseEmulator, time: FakeTime
 ) -> None:
