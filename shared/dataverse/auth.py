@@ -52,17 +52,12 @@ class BearerTokenAuth(httpx.Auth):
         return environment_url.rstrip("/") + "/.default"
 
     async def _bearer(self, *, force: bool = False, rejected: str | None = None) -> str:
-        token = self._token
-        if (
-            not force
-            and token is not None
-            and self._clock() <= self._expires_on - REFRESH_MARGIN_SECONDS
-        ):
-            return token  # fresh: no lock on the path of every request
+        if not force and (token := self._fresh_token(self._clock())) is not None:
+            return token  # no lock on the path of every request
         async with self._lock:
             # Another request may have refreshed while this one waited for the lock.
             now = self._clock()
-            stale = self._token is None or now > self._expires_on - REFRESH_MARGIN_SECONDS
+            stale = self._fresh_token(now) is None
             forced = (
                 force
                 and self._token == rejected
@@ -93,10 +88,14 @@ class BearerTokenAuth(httpx.Auth):
     def current_header(self) -> str | None:
         """`Authorization` while the cached token is fresh, else None: the Sender's path for
         almost every request, without the auth flow's generator (it still runs on a 401)."""
-        token = self._token
-        if token is None or self._clock() > self._expires_on - REFRESH_MARGIN_SECONDS:
+        token = self._fresh_token(self._clock())
+        return None if token is None else f"Bearer {token}"
+
+    def _fresh_token(self, now: float) -> str | None:
+        """The cached token unless it is missing or inside the refresh margin."""
+        if now > self._expires_on - REFRESH_MARGIN_SECONDS:
             return None
-        return f"Bearer {token}"
+        return self._token
 
     async def async_auth_flow(
         self, request: httpx.Request
