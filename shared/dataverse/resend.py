@@ -67,7 +67,7 @@ class Resender:
         self._jitter = jitter
         self.throttled_until = 0.0
         self.requests_sent = 0  # every HTTP request, retries included: for budgets and tests
-        self._deadlines = Deadlines(granularity=1.0)
+        self._deadlines = Deadlines()
 
     async def send(
         self, exchange: Exchange, method: str, path: str, *, idempotent: bool
@@ -80,7 +80,7 @@ class Resender:
         attempt = 0
         while True:
             attempt += 1
-            if self.throttled_until > self._clock():  # (no coroutine per call unpaused)
+            if self.throttled_until > self._clock():  # paused (no coroutine per call if not)
                 await self._wait_out_pause(pause_deadline, method, path)
             delay: float | None = None
             try:
@@ -198,12 +198,10 @@ class Resender:
             return response
 
     async def _wait_out_pause(self, deadline: float, method: str, path: str) -> None:
-        """Wait while the process is paused by a 429, or raise `Throttled` when the pause ends
-        past `deadline` (the call's start plus `max_pause_seconds`): the message then waits in
-        the broker instead."""
+        """Called while the process is paused by a 429: wait it out, or raise `Throttled` when
+        the pause ends past `deadline` (the call's start plus `max_pause_seconds`): the message
+        then waits in the broker instead."""
         wait = self.throttled_until - self._clock()
-        if wait <= 0:
-            return
         if self._clock() + wait >= deadline:
             raise Throttled(
                 429,
