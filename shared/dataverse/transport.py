@@ -16,6 +16,7 @@ not a connect error.
 from __future__ import annotations
 
 import asyncio
+import functools
 from urllib.request import getproxies
 
 import aiohttp
@@ -40,6 +41,14 @@ _MAPPED: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 _NO_TYPE = ("Content-Type",)
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(
+    pool: float | None, connect: float | None, read: float | None
+) -> aiohttp.ClientTimeout:
+    """One (immutable) ClientTimeout per distinct setting: most calls share the default."""
+    return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
+
+
 def _mapped(error: BaseException, request: httpx.Request) -> httpx.TransportError | None:
     for source, target in _MAPPED:
         if isinstance(error, source):
@@ -53,9 +62,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, max_connections: int = 100) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[
-            tuple[float | None, float | None, float | None], aiohttp.ClientTimeout
-        ] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -78,15 +84,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         phases = request.extensions.get("timeout", {})
-        key = (phases.get("pool"), phases.get("connect"), phases.get("read"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:  # one per distinct setting: most calls share the default
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=key[0], sock_connect=key[1], sock_read=key[2]
-            )
-            if len(self._timeouts) >= 64:
-                self._timeouts.clear()
-            self._timeouts[key] = timeout
+        timeout = _timeout(phases.get("pool"), phases.get("connect"), phases.get("read"))
         content = request.content
         # aiohttp's own multidict (it would build one from any other kind), decoded as HTTP
         # decodes headers (ISO-8859-1 where not ASCII, RFC 9110 5.5).
